@@ -1,0 +1,206 @@
+//! A state-machine LTX encoder over any `Write`: header, then pages in ascending order, then
+//! `finish` writes the terminator, page index and trailer (spec 1.2-1.5).
+//!
+//! Pages are written in the block format of ltx v0.5.2 (flag `PAGE_FLAG_SIZE`, a 4-byte size
+//! and one raw LZ4 block), exactly as Litestream 0.5.17 writes them. The encoder does no I/O
+//! of its own beyond the given writer and keeps only the page index in memory (a few bytes
+//! per page).
+
+use std::io::Write;
+
+use super::checksum::{CHECKSUM_FLAG, FileHasher, page_checksum};
+use super::error::LtxError;
+use super::header::{Header, PAGE_FLAG_SIZE, PAGE_HEADER_SIZE, Trailer, lock_page};
+
+/// Encodes one LTX file into `W`.
+pub struct Encoder<W: Write> {
+    w: W,
+    header: Header,
+    hasher: FileHasher,
+    offset: u64,
+    prev_pgno: u32,
+    lock_page: u32,
+    /// Encoded page index varints (pgno, offset, frame length), without the terminator.
+    index: Vec<u8>,
+    compressed: Vec<u8>,
+    /// XOR of page checksums for snapshots written with checksums on.
+    db_checksum: u64,
+    post_apply_checksum: u64,
+}
+
+impl<W: Write> Encoder<W> {
+    /// Validates `header` and writes it.
+    pub fn new(w: W, header: Header) -> Result<Self, LtxError> {
+        header.validate()?;
+        let mut enc = Encoder {
+            w,
+            header,
+            hasher: FileHasher::new(),
+            offset: 0,
+            prev_pgno: 0,
+            lock_page: lock_page(header.page_size),
+            index: Vec::new(),
+            compressed: vec![
+                0;
+                lz4_flex::block::get_maximum_output_size(header.page_size as usize)
+            ],
+            db_checksum: 0,
+            post_apply_checksum: 0,
+        };
+        enc.write_hashed(&header.to_bytes())?;
+        Ok(enc)
+    }
+
+    pub fn header(&self) -> &Header {
+        &self.header
+    }
+
+    /// Bytes written so far.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Sets the trailer's post-apply checksum; only for files written with checksums on.
+    pub fn set_post_apply_checksum(&mut self, checksum: u64) {
+        self.post_apply_checksum = checksum;
+    }
+
+    /// Appends one page. Pages must ascend, skip the lock page and lie in 1..=commit; a
+    /// snapshot must hold every such page.
+    pub fn write_page(&mut self, pgno: u32, data: &[u8]) -> Result<(), LtxError> {
+        self.check_page(pgno, data)?;
+        let n = lz4_flex::block::compress_into(data, &mut self.compressed).map_err(|e| {
+            LtxError::BadFrame {
+                offset: self.offset,
+                pgno,
+                reason: format!("lz4 compression failed: {e}"),
+            }
+        })?;
+        let frame_offset = self.offset;
+        let mut head = [0u8; PAGE_HEADER_SIZE + 4];
+        head[0..4].copy_from_slice(&pgno.to_be_bytes());
+        head[4..6].copy_from_slice(&PAGE_FLAG_SIZE.to_be_bytes());
+        head[6..10].copy_from_slice(&(n as u32).to_be_bytes());
+        self.hasher.update(&head);
+        self.hasher.update(data);
+        self.write_raw(&head)?;
+        let compressed = std::mem::take(&mut self.compressed);
+        let res = self.write_raw(&compressed[..n]);
+        self.compressed = compressed;
+        res?;
+        put_uvarint(&mut self.index, u64::from(pgno));
+        put_uvarint(&mut self.index, frame_offset);
+        put_uvarint(&mut self.index, (head.len() + n) as u64);
+        if !self.header.no_checksum() {
+            self.db_checksum ^= page_checksum(pgno, data);
+        }
+        self.prev_pgno = pgno;
+        Ok(())
+    }
+
+    fn check_page(&self, pgno: u32, data: &[u8]) -> Result<(), LtxError> {
+        let h = &self.header;
+        if data.len() != h.page_size as usize {
+            return Err(LtxError::WrongPageLength {
+                pgno,
+                got: data.len(),
+                expected: h.page_size,
+            });
+        }
+        if pgno == 0 || pgno > h.commit {
+            return Err(LtxError::PageOutOfRange {
+                pgno,
+                commit: h.commit,
+            });
+        }
+        if pgno == self.lock_page {
+            return Err(LtxError::LockPage { pgno });
+        }
+        if pgno <= self.prev_pgno {
+            return Err(LtxError::PageOutOfOrder {
+                pgno,
+                prev: self.prev_pgno,
+            });
+        }
+        if h.is_snapshot() {
+            let expected = self.next_snapshot_page();
+            if pgno != expected {
+                return Err(LtxError::SnapshotIncomplete {
+                    commit: h.commit,
+                    expected,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn next_snapshot_page(&self) -> u32 {
+        let next = self.prev_pgno + 1;
+        if next == self.lock_page {
+            next + 1
+        } else {
+            next
+        }
+    }
+
+    /// Writes the terminator, page index and trailer, flushes, and returns the writer and
+    /// the trailer.
+    pub fn finish(mut self) -> Result<(W, Trailer), LtxError> {
+        if self.header.is_snapshot() && self.prev_pgno < self.header.commit {
+            let expected = self.next_snapshot_page();
+            if expected <= self.header.commit {
+                return Err(LtxError::SnapshotIncomplete {
+                    commit: self.header.commit,
+                    expected,
+                });
+            }
+        }
+        self.write_hashed(&[0u8; PAGE_HEADER_SIZE])?;
+        let mut index = std::mem::take(&mut self.index);
+        put_uvarint(&mut index, 0);
+        index.extend_from_slice(&(index.len() as u64).to_be_bytes());
+        self.write_hashed(&index)?;
+        let post = if self.header.no_checksum() {
+            0
+        } else if self.header.is_snapshot() {
+            self.db_checksum | CHECKSUM_FLAG
+        } else {
+            self.post_apply_checksum
+        };
+        self.write_hashed(&post.to_be_bytes())?;
+        let hasher = std::mem::take(&mut self.hasher);
+        let trailer = Trailer {
+            post_apply_checksum: post,
+            file_checksum: hasher.finish(),
+        };
+        self.write_raw(&trailer.file_checksum.to_be_bytes())?;
+        let offset = self.offset;
+        self.w
+            .flush()
+            .map_err(|source| LtxError::Io { offset, source })?;
+        Ok((self.w, trailer))
+    }
+
+    fn write_hashed(&mut self, bytes: &[u8]) -> Result<(), LtxError> {
+        self.hasher.update(bytes);
+        self.write_raw(bytes)
+    }
+
+    fn write_raw(&mut self, bytes: &[u8]) -> Result<(), LtxError> {
+        let offset = self.offset;
+        self.w
+            .write_all(bytes)
+            .map_err(|source| LtxError::Io { offset, source })?;
+        self.offset += bytes.len() as u64;
+        Ok(())
+    }
+}
+
+/// Appends `v` as an unsigned LEB128 varint (Go's `binary.AppendUvarint`).
+pub(crate) fn put_uvarint(buf: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        buf.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    buf.push(v as u8);
+}
