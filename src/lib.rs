@@ -8,4 +8,6 @@
 //! - [`retry`]: backoff with jitter and the retryable-error policy.
 
 pub mod ltx;
+pub mod replica;
+pub mod timefmt;
 pub mod wal;

@@ -129,7 +129,7 @@ impl<R: ReadAt> WalReader<R> {
         let header = read_header(&r)?;
         let fs = header.frame_size();
         let hs = WAL_HEADER_SIZE as u64;
-        if offset < hs || (offset - hs) % fs != 0 {
+        if offset < hs || !(offset - hs).is_multiple_of(fs) {
             return Err(WalError::Misaligned { offset });
         }
         let (found, seed) = if offset == hs {

@@ -1,0 +1,65 @@
+//! The storage error contract shared by all backends.
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The object or file does not exist.
+    #[error("{key}: not found")]
+    NotFound { key: String },
+    /// The credentials were rejected. Never carries the secret.
+    #[error(
+        "access denied by {location}: {message}; check the access key id and secret access key (or the credentials the AWS chain resolved)"
+    )]
+    Auth { location: String, message: String },
+    /// The bucket does not exist.
+    #[error("bucket {bucket:?} does not exist at {endpoint}; create it or correct the bucket name")]
+    NoSuchBucket { bucket: String, endpoint: String },
+    /// The endpoint could not be reached (connection refused, DNS, timeout) after retries.
+    #[error(
+        "cannot reach {endpoint}: {message}; check the endpoint address and that the server is up"
+    )]
+    Unreachable { endpoint: String, message: String },
+    /// Any other failure of an operation on a key.
+    #[error("{op} {key}: {message}")]
+    Other {
+        op: &'static str,
+        key: String,
+        message: String,
+    },
+    /// A local filesystem failure.
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StorageError {
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, StorageError::NotFound { .. })
+    }
+
+    pub(crate) fn io(op: &'static str, path: impl std::fmt::Display, e: std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            StorageError::NotFound {
+                key: path.to_string(),
+            }
+        } else {
+            StorageError::Io {
+                op,
+                path: path.to_string(),
+                source: e,
+            }
+        }
+    }
+
+    pub(crate) fn read(key: String, e: std::io::Error) -> Self {
+        StorageError::Other {
+            op: "read",
+            key,
+            message: e.to_string(),
+        }
+    }
+}

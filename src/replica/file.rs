@@ -1,0 +1,257 @@
+//! The `file` replica backend in Litestream's layout: `<root>/ltx/<level>/<min>-<max>.ltx`.
+//!
+//! Every write goes to `<name>.tmp`, is fsynced, renamed over the final name, and the
+//! directory is fsynced; then the file's mtime and atime are set to the LTX header
+//! timestamp, which Litestream reads back as the file's creation time (spec 2.1).
+
+use std::fs;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use filetime::FileTime;
+
+use super::{Body, ByteReader, LtxFileInfo, ReplicaClient, StorageError, system_time_from_ms};
+use crate::ltx::{format_file_name, parse_file_name};
+
+/// A replica in a local directory.
+#[derive(Debug, Clone)]
+pub struct FileReplica {
+    root: PathBuf,
+}
+
+impl FileReplica {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        FileReplica { root: root.into() }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn level_dir(&self, level: u8) -> PathBuf {
+        self.root.join("ltx").join(level.to_string())
+    }
+
+    pub fn path(&self, level: u8, min_txid: u64, max_txid: u64) -> PathBuf {
+        self.level_dir(level)
+            .join(format_file_name(min_txid, max_txid))
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StorageError> + Send + 'static,
+) -> Result<T, StorageError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StorageError::Other {
+            op: "run",
+            key: "blocking file task".into(),
+            message: e.to_string(),
+        })?
+}
+
+#[async_trait]
+impl ReplicaClient for FileReplica {
+    fn kind(&self) -> &'static str {
+        "file"
+    }
+
+    fn location(&self) -> String {
+        format!("file://{}", self.root.display())
+    }
+
+    fn key(&self, level: u8, min_txid: u64, max_txid: u64) -> String {
+        self.path(level, min_txid, max_txid).display().to_string()
+    }
+
+    async fn list(&self, level: u8) -> Result<Vec<LtxFileInfo>, StorageError> {
+        let dir = self.level_dir(level);
+        blocking(move || list_dir(&dir, level)).await
+    }
+
+    async fn open(
+        &self,
+        level: u8,
+        min_txid: u64,
+        max_txid: u64,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<ByteReader, StorageError> {
+        let path = self.path(level, min_txid, max_txid);
+        let file = blocking(move || {
+            let mut f =
+                fs::File::open(&path).map_err(|e| StorageError::io("open", path.display(), e))?;
+            f.seek(SeekFrom::Start(offset))
+                .map_err(|e| StorageError::io("seek", path.display(), e))?;
+            Ok(f)
+        })
+        .await?;
+        let file = tokio::fs::File::from_std(file);
+        Ok(match len {
+            Some(n) => Box::pin(tokio::io::AsyncReadExt::take(file, n)),
+            None => Box::pin(file),
+        })
+    }
+
+    async fn write(
+        &self,
+        level: u8,
+        min_txid: u64,
+        max_txid: u64,
+        body: Body,
+        timestamp_ms: i64,
+    ) -> Result<LtxFileInfo, StorageError> {
+        let dir = self.level_dir(level);
+        let path = self.path(level, min_txid, max_txid);
+        blocking(move || {
+            let size = write_atomic(&dir, &path, body)?;
+            let t = FileTime::from_system_time(system_time_from_ms(timestamp_ms));
+            filetime::set_file_times(&path, t, t)
+                .map_err(|e| StorageError::io("set mtime of", path.display(), e))?;
+            Ok(LtxFileInfo {
+                level,
+                min_txid,
+                max_txid,
+                size,
+                created_at: system_time_from_ms(timestamp_ms),
+            })
+        })
+        .await
+    }
+
+    async fn delete(&self, level: u8, files: &[(u64, u64)]) -> Result<(), StorageError> {
+        let paths: Vec<PathBuf> = files
+            .iter()
+            .map(|(a, b)| self.path(level, *a, *b))
+            .collect();
+        let dir = self.level_dir(level);
+        blocking(move || {
+            for p in &paths {
+                match fs::remove_file(p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(StorageError::io("delete", p.display(), e)),
+                }
+            }
+            if !paths.is_empty() && dir.exists() {
+                sync_dir(&dir)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn created_at(
+        &self,
+        level: u8,
+        min_txid: u64,
+        max_txid: u64,
+    ) -> Result<SystemTime, StorageError> {
+        let path = self.path(level, min_txid, max_txid);
+        blocking(move || {
+            let md =
+                fs::metadata(&path).map_err(|e| StorageError::io("stat", path.display(), e))?;
+            md.modified()
+                .map_err(|e| StorageError::io("stat", path.display(), e))
+        })
+        .await
+    }
+}
+
+fn list_dir(dir: &Path, level: u8) -> Result<Vec<LtxFileInfo>, StorageError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StorageError::io("list", dir.display(), e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| StorageError::io("list", dir.display(), e))?;
+        let name = entry.file_name();
+        let Some((min_txid, max_txid)) = name.to_str().and_then(parse_file_name) else {
+            continue;
+        };
+        let md = match entry.metadata() {
+            Ok(md) => md,
+            // Deleted between readdir and stat (retention running concurrently).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(StorageError::io("stat", entry.path().display(), e)),
+        };
+        if !md.is_file() {
+            continue;
+        }
+        out.push(LtxFileInfo {
+            level,
+            min_txid,
+            max_txid,
+            size: md.len(),
+            created_at: md.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        });
+    }
+    out.sort_by_key(|f| (f.min_txid, f.max_txid));
+    Ok(out)
+}
+
+/// Writes `body` to `path` via `path.tmp` + fsync + rename + directory fsync. Returns the
+/// number of bytes written. On failure the temp file is removed.
+pub fn write_atomic(dir: &Path, path: &Path, body: Body) -> Result<u64, StorageError> {
+    fs::create_dir_all(dir).map_err(|e| StorageError::io("create directory", dir.display(), e))?;
+    let tmp = tmp_path(path);
+    let res = write_tmp(&tmp, body).and_then(|size| {
+        fs::rename(&tmp, path).map_err(|e| StorageError::io("rename", tmp.display(), e))?;
+        sync_dir(dir)?;
+        Ok(size)
+    });
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res
+}
+
+fn write_tmp(tmp: &Path, body: Body) -> Result<u64, StorageError> {
+    let mut f = fs::File::create(tmp).map_err(|e| StorageError::io("create", tmp.display(), e))?;
+    let size = match body {
+        Body::Bytes(b) => {
+            f.write_all(&b)
+                .map_err(|e| StorageError::io("write", tmp.display(), e))?;
+            b.len() as u64
+        }
+        Body::File(src) => {
+            let mut r =
+                fs::File::open(&src).map_err(|e| StorageError::io("open", src.display(), e))?;
+            copy(&mut r, &mut f).map_err(|e| StorageError::io("write", tmp.display(), e))?
+        }
+    };
+    f.sync_all()
+        .map_err(|e| StorageError::io("fsync", tmp.display(), e))?;
+    Ok(size)
+}
+
+fn copy(r: &mut fs::File, w: &mut fs::File) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut total = 0u64;
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        w.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
+/// `<path>.tmp`, the temp name used for every atomic write.
+pub fn tmp_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".tmp");
+    PathBuf::from(s)
+}
+
+/// fsyncs a directory so that a rename in it is durable.
+pub fn sync_dir(dir: &Path) -> Result<(), StorageError> {
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| StorageError::io("fsync directory", dir.display(), e))
+}

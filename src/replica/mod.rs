@@ -1,0 +1,133 @@
+//! Replica storage: the [`ReplicaClient`] trait and its backends.
+//!
+//! The trait speaks in domain verbs (list the LTX files of a level, open one with a byte
+//! range, write one, delete some, read a file's creation time). Each backend owns its key
+//! layout, which differs between backends exactly as in Litestream 0.5 (spec 2.1):
+//! - `file`: `<root>/ltx/<level decimal>/<min:016x>-<max:016x>.ltx`
+//! - `s3`:   `<path>/<level %04x>/<min:016x>-<max:016x>.ltx`
+//!
+//! Error contract: a missing object is reported only as [`StorageError::NotFound`]; every
+//! other failure is another variant, and none carries a secret.
+
+mod error;
+pub mod file;
+pub mod s3;
+pub mod url;
+
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use tokio::io::AsyncRead;
+
+pub use error::StorageError;
+pub use url::{ReplicaUrl, S3Config};
+
+/// Level of the snapshot files (`0009` / `9`).
+pub const SNAPSHOT_LEVEL: u8 = 9;
+/// Highest level number Litestream uses.
+pub const MAX_LEVEL: u8 = 9;
+
+/// One LTX file in a replica.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LtxFileInfo {
+    pub level: u8,
+    pub min_txid: u64,
+    pub max_txid: u64,
+    pub size: u64,
+    /// LastModified on S3, the file mtime (set to the LTX header timestamp) on `file`.
+    pub created_at: SystemTime,
+}
+
+impl LtxFileInfo {
+    pub fn name(&self) -> String {
+        crate::ltx::format_file_name(self.min_txid, self.max_txid)
+    }
+}
+
+/// What to upload: bytes in memory, or a local file streamed from disk.
+#[derive(Debug, Clone)]
+pub enum Body {
+    Bytes(Bytes),
+    File(PathBuf),
+}
+
+/// A stream of an object's bytes.
+pub type ByteReader = Pin<Box<dyn AsyncRead + Send>>;
+
+/// The storage verbs replication and restore need.
+#[async_trait]
+pub trait ReplicaClient: Send + Sync + std::fmt::Debug {
+    /// `"file"` or `"s3"`, as Litestream names replica types.
+    fn kind(&self) -> &'static str;
+
+    /// Where the replica lives, for messages (never contains a secret).
+    fn location(&self) -> String;
+
+    /// The key or path of one LTX file, for messages.
+    fn key(&self, level: u8, min_txid: u64, max_txid: u64) -> String;
+
+    /// The LTX files of `level`, ordered by (MinTXID, MaxTXID). A level that does not exist
+    /// is empty, not an error. Names that are not LTX file names are skipped.
+    async fn list(&self, level: u8) -> Result<Vec<LtxFileInfo>, StorageError>;
+
+    /// Opens a file at byte `offset`, reading `len` bytes or to the end.
+    async fn open(
+        &self,
+        level: u8,
+        min_txid: u64,
+        max_txid: u64,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<ByteReader, StorageError>;
+
+    /// Writes a file atomically, recording `timestamp_ms` (the LTX header timestamp) as
+    /// its creation time.
+    async fn write(
+        &self,
+        level: u8,
+        min_txid: u64,
+        max_txid: u64,
+        body: Body,
+        timestamp_ms: i64,
+    ) -> Result<LtxFileInfo, StorageError>;
+
+    /// Deletes the given (min, max) files of a level; files already gone are not an error.
+    async fn delete(&self, level: u8, files: &[(u64, u64)]) -> Result<(), StorageError>;
+
+    /// The creation time recorded when the file was written (S3 `litestream-timestamp`
+    /// metadata, falling back to LastModified; the file mtime on `file`).
+    async fn created_at(
+        &self,
+        level: u8,
+        min_txid: u64,
+        max_txid: u64,
+    ) -> Result<SystemTime, StorageError>;
+}
+
+/// Converts LTX header milliseconds to a `SystemTime`.
+pub fn system_time_from_ms(ms: i64) -> SystemTime {
+    if ms >= 0 {
+        UNIX_EPOCH + Duration::from_millis(ms as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_millis(ms.unsigned_abs())
+    }
+}
+
+/// Reads a whole (small) file into memory.
+pub async fn read_all(
+    client: &dyn ReplicaClient,
+    level: u8,
+    min_txid: u64,
+    max_txid: u64,
+) -> Result<Vec<u8>, StorageError> {
+    use tokio::io::AsyncReadExt;
+    let mut r = client.open(level, min_txid, max_txid, 0, None).await?;
+    let mut buf = Vec::new();
+    r.read_to_end(&mut buf)
+        .await
+        .map_err(|e| StorageError::read(client.key(level, min_txid, max_txid), e))?;
+    Ok(buf)
+}

@@ -1,0 +1,539 @@
+//! The `s3` replica backend in Litestream's S3 layout: `<path>/<level %04x>/<min>-<max>.ltx`,
+//! with the `litestream-timestamp` object metadata (spec 2.1).
+//!
+//! Built for S3-compatible servers (MinIO, Garage, R2, B2) as well as AWS: custom endpoints,
+//! path-style addressing, request checksums only "when required" (new SDK defaults break
+//! non-AWS servers), extra CAs from a PEM bundle, and the SDK's standard retry strategy with
+//! jittered exponential backoff on throttling, 5xx, timeouts and dropped connections, with an
+//! unlimited retry-token bucket so long flaps never exhaust retries (spec 7 #25).
+
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use aws_config::BehaviorVersion;
+use aws_credential_types::Credentials;
+use aws_sdk_s3::config::{
+    Region, RequestChecksumCalculation, ResponseChecksumValidation, retry::RetryConfig,
+    timeout::TimeoutConfig,
+};
+use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_s3::primitives::ByteStream;
+use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
+use aws_smithy_http_client::tls;
+use tokio::io::AsyncReadExt;
+
+use super::{Body, ByteReader, LtxFileInfo, ReplicaClient, S3Config, StorageError};
+use crate::ltx::{format_file_name, parse_file_name};
+use crate::timefmt::{format_rfc3339_ms, parse_rfc3339};
+
+/// Object metadata key holding the LTX header timestamp (RFC 3339, ms precision).
+pub const TIMESTAMP_METADATA: &str = "litestream-timestamp";
+/// DeleteObjects takes at most this many keys per request.
+const DELETE_BATCH: usize = 1000;
+/// Attempts per request, including the first. Bounded so that an unreachable endpoint
+/// fails within about ten seconds instead of hanging a prestart task.
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
+
+/// Retry and timeout tuning; tests shorten it.
+#[derive(Debug, Clone)]
+pub struct S3Tuning {
+    pub max_attempts: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+    pub connect_timeout: Duration,
+    pub read_timeout: Duration,
+}
+
+impl Default for S3Tuning {
+    fn default() -> Self {
+        S3Tuning {
+            max_attempts: DEFAULT_MAX_ATTEMPTS,
+            initial_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+            read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// A replica in an S3 bucket.
+#[derive(Debug, Clone)]
+pub struct S3Replica {
+    client: aws_sdk_s3::Client,
+    bucket: String,
+    path: String,
+    endpoint: String,
+    part_size: u64,
+    storage_class: Option<String>,
+}
+
+impl S3Replica {
+    /// Builds the client. No request is sent.
+    pub async fn new(cfg: &S3Config, tuning: &S3Tuning) -> Result<Self, StorageError> {
+        let endpoint = cfg
+            .endpoint
+            .clone()
+            .unwrap_or_else(|| "https://s3.amazonaws.com".into());
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(http_client(cfg)?)
+            .retry_config(
+                RetryConfig::standard()
+                    .with_max_attempts(tuning.max_attempts)
+                    .with_initial_backoff(tuning.initial_backoff)
+                    .with_max_backoff(tuning.max_backoff),
+            )
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(tuning.connect_timeout)
+                    .read_timeout(tuning.read_timeout)
+                    .build(),
+            );
+        if let (Some(id), Some(secret)) = (&cfg.access_key_id, &cfg.secret_access_key) {
+            loader =
+                loader.credentials_provider(Credentials::new(id, secret, None, None, "config"));
+        }
+        let region = cfg
+            .region
+            .clone()
+            .or_else(|| cfg.endpoint.as_ref().map(|_| "us-east-1".to_string()));
+        if let Some(r) = region {
+            loader = loader.region(Region::new(r));
+        }
+        let sdk = loader.load().await;
+        let mut b = aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(cfg.force_path_style)
+            .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
+            .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .retry_partition(
+                aws_sdk_s3::config::retry::RetryPartition::custom("liteship")
+                    .token_bucket(aws_smithy_runtime::client::retries::TokenBucket::unlimited())
+                    .build(),
+            );
+        if sdk.region().is_none() {
+            b = b.region(Region::new("us-east-1"));
+        }
+        if let Some(ep) = &cfg.endpoint {
+            b = b.endpoint_url(ep);
+        }
+        Ok(S3Replica {
+            client: aws_sdk_s3::Client::from_conf(b.build()),
+            bucket: cfg.bucket.clone(),
+            path: cfg.path.clone(),
+            endpoint,
+            part_size: cfg.part_size,
+            storage_class: cfg.storage_class.clone(),
+        })
+    }
+
+    fn level_prefix(&self, level: u8) -> String {
+        format!("{}/{level:04x}/", self.path)
+    }
+
+    fn object_key(&self, level: u8, min_txid: u64, max_txid: u64) -> String {
+        format!(
+            "{}{}",
+            self.level_prefix(level),
+            format_file_name(min_txid, max_txid)
+        )
+    }
+
+    /// Converts an SDK error into the storage error contract.
+    fn map_err<E>(&self, op: &'static str, key: &str, err: SdkError<E>) -> StorageError
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        match &err {
+            SdkError::ServiceError(se) => {
+                let status = se.raw().status().as_u16();
+                let code = se.err().code().unwrap_or("");
+                let message = se.err().message().unwrap_or("").to_string();
+                match code {
+                    "NoSuchKey" => StorageError::NotFound { key: key.into() },
+                    "NoSuchBucket" => self.no_such_bucket(),
+                    "InvalidAccessKeyId"
+                    | "SignatureDoesNotMatch"
+                    | "AccessDenied"
+                    | "InvalidToken"
+                    | "ExpiredToken" => self.auth(code, &message),
+                    _ if status == 403 => self.auth(code, &message),
+                    _ if status == 404 && op == "head" => {
+                        StorageError::NotFound { key: key.into() }
+                    }
+                    _ => StorageError::Other {
+                        op,
+                        key: key.into(),
+                        message: format!("{code} {message} (HTTP {status})")
+                            .trim()
+                            .to_string(),
+                    },
+                }
+            }
+            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => StorageError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                message: DisplayErrorContext(&err).to_string(),
+            },
+            _ => StorageError::Other {
+                op,
+                key: key.into(),
+                message: DisplayErrorContext(&err).to_string(),
+            },
+        }
+    }
+
+    fn auth(&self, code: &str, message: &str) -> StorageError {
+        StorageError::Auth {
+            location: format!("{} (bucket {:?})", self.endpoint, self.bucket),
+            message: format!("{code} {message}").trim().to_string(),
+        }
+    }
+
+    fn no_such_bucket(&self) -> StorageError {
+        StorageError::NoSuchBucket {
+            bucket: self.bucket.clone(),
+            endpoint: self.endpoint.clone(),
+        }
+    }
+
+    async fn put(
+        &self,
+        key: &str,
+        body: ByteStream,
+        len: u64,
+        ts: &str,
+    ) -> Result<(), StorageError> {
+        self.client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .content_length(len as i64)
+            .metadata(TIMESTAMP_METADATA, ts)
+            .set_storage_class(self.storage_class.as_deref().map(Into::into))
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| self.map_err("put", key, e))?;
+        Ok(())
+    }
+
+    async fn put_multipart(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        ts: &str,
+    ) -> Result<(), StorageError> {
+        let created = self
+            .client
+            .create_multipart_upload()
+            .bucket(&self.bucket)
+            .key(key)
+            .metadata(TIMESTAMP_METADATA, ts)
+            .set_storage_class(self.storage_class.as_deref().map(Into::into))
+            .send()
+            .await
+            .map_err(|e| self.map_err("create multipart upload", key, e))?;
+        let upload_id = created.upload_id().unwrap_or_default().to_string();
+        let res = self.upload_parts(key, path, &upload_id).await;
+        match res {
+            Ok(parts) => {
+                self.client
+                    .complete_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .multipart_upload(
+                        CompletedMultipartUpload::builder()
+                            .set_parts(Some(parts))
+                            .build(),
+                    )
+                    .send()
+                    .await
+                    .map_err(|e| self.map_err("complete multipart upload", key, e))?;
+                Ok(())
+            }
+            Err(e) => {
+                let abort = self
+                    .client
+                    .abort_multipart_upload()
+                    .bucket(&self.bucket)
+                    .key(key)
+                    .upload_id(&upload_id)
+                    .send()
+                    .await;
+                if let Err(ae) = abort {
+                    tracing::warn!(key, error = %DisplayErrorContext(&ae), "abort multipart upload failed");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn upload_parts(
+        &self,
+        key: &str,
+        path: &std::path::Path,
+        upload_id: &str,
+    ) -> Result<Vec<CompletedPart>, StorageError> {
+        let mut f = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| StorageError::io("open", path.display(), e))?;
+        let mut parts = Vec::new();
+        for number in 1.. {
+            let mut buf = Vec::with_capacity(self.part_size as usize);
+            (&mut f)
+                .take(self.part_size)
+                .read_to_end(&mut buf)
+                .await
+                .map_err(|e| StorageError::io("read", path.display(), e))?;
+            if buf.is_empty() && number > 1 {
+                break;
+            }
+            let last = (buf.len() as u64) < self.part_size;
+            let out = self
+                .client
+                .upload_part()
+                .bucket(&self.bucket)
+                .key(key)
+                .upload_id(upload_id)
+                .part_number(number)
+                .body(ByteStream::from(buf))
+                .send()
+                .await
+                .map_err(|e| self.map_err("upload part", key, e))?;
+            parts.push(
+                CompletedPart::builder()
+                    .part_number(number)
+                    .set_e_tag(out.e_tag().map(str::to_string))
+                    .build(),
+            );
+            if last {
+                break;
+            }
+        }
+        Ok(parts)
+    }
+}
+
+/// The HTTPS client: native roots plus the PEM bundle of `ca_bundle`, if any.
+fn http_client(
+    cfg: &S3Config,
+) -> Result<aws_smithy_runtime_api::client::http::SharedHttpClient, StorageError> {
+    let mut trust = tls::TrustStore::default();
+    if let Some(path) = &cfg.ca_bundle {
+        let pem = std::fs::read(path)
+            .map_err(|e| StorageError::io("read CA bundle", path.display(), e))?;
+        trust = trust.with_pem_certificate(pem);
+    }
+    let ctx = tls::TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .map_err(|e| StorageError::Other {
+            op: "configure TLS",
+            key: cfg
+                .ca_bundle
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            message: e.to_string(),
+        })?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(ctx)
+        .build_https())
+}
+
+#[async_trait]
+impl ReplicaClient for S3Replica {
+    fn kind(&self) -> &'static str {
+        "s3"
+    }
+
+    fn location(&self) -> String {
+        format!("s3://{}/{} at {}", self.bucket, self.path, self.endpoint)
+    }
+
+    fn key(&self, level: u8, min_txid: u64, max_txid: u64) -> String {
+        self.object_key(level, min_txid, max_txid)
+    }
+
+    async fn list(&self, level: u8) -> Result<Vec<LtxFileInfo>, StorageError> {
+        let prefix = self.level_prefix(level);
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&prefix)
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.map_err("list", &prefix, e))?;
+            for obj in page.contents() {
+                let Some(name) = obj.key().and_then(|k| k.strip_prefix(prefix.as_str())) else {
+                    continue;
+                };
+                let Some((min_txid, max_txid)) = parse_file_name(name) else {
+                    continue;
+                };
+                let created_at = obj
+                    .last_modified()
+                    .and_then(|t| SystemTime::try_from(*t).ok())
+                    .unwrap_or(SystemTime::UNIX_EPOCH);
+                out.push(LtxFileInfo {
+                    level,
+                    min_txid,
+                    max_txid,
+                    size: obj.size().unwrap_or(0).max(0) as u64,
+                    created_at,
+                });
+            }
+        }
+        out.sort_by_key(|f| (f.min_txid, f.max_txid));
+        Ok(out)
+    }
+
+    async fn open(
+        &self,
+        level: u8,
+        min_txid: u64,
+        max_txid: u64,
+        offset: u64,
+        len: Option<u64>,
+    ) -> Result<ByteReader, StorageError> {
+        let key = self.object_key(level, min_txid, max_txid);
+        let range = match len {
+            Some(0) => return Ok(Box::pin(tokio::io::empty())),
+            Some(n) => format!("bytes={offset}-{}", offset + n - 1),
+            None => format!("bytes={offset}-"),
+        };
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .range(range)
+            .send()
+            .await
+            .map_err(|e| self.map_err("get", &key, e))?;
+        Ok(Box::pin(out.body.into_async_read()))
+    }
+
+    async fn write(
+        &self,
+        level: u8,
+        min_txid: u64,
+        max_txid: u64,
+        body: Body,
+        timestamp_ms: i64,
+    ) -> Result<LtxFileInfo, StorageError> {
+        let key = self.object_key(level, min_txid, max_txid);
+        let ts = format_rfc3339_ms(timestamp_ms);
+        let size = match body {
+            Body::Bytes(b) => {
+                let n = b.len() as u64;
+                self.put(&key, ByteStream::from(b), n, &ts).await?;
+                n
+            }
+            Body::File(path) => {
+                let n = tokio::fs::metadata(&path)
+                    .await
+                    .map_err(|e| StorageError::io("stat", path.display(), e))?
+                    .len();
+                if n < self.part_size {
+                    let stream =
+                        ByteStream::from_path(&path)
+                            .await
+                            .map_err(|e| StorageError::Other {
+                                op: "read",
+                                key: path.display().to_string(),
+                                message: e.to_string(),
+                            })?;
+                    self.put(&key, stream, n, &ts).await?;
+                } else {
+                    self.put_multipart(&key, &path, &ts).await?;
+                }
+                n
+            }
+        };
+        Ok(LtxFileInfo {
+            level,
+            min_txid,
+            max_txid,
+            size,
+            created_at: super::system_time_from_ms(timestamp_ms),
+        })
+    }
+
+    async fn delete(&self, level: u8, files: &[(u64, u64)]) -> Result<(), StorageError> {
+        for batch in files.chunks(DELETE_BATCH) {
+            let ids = batch
+                .iter()
+                .map(|(a, b)| {
+                    ObjectIdentifier::builder()
+                        .key(self.object_key(level, *a, *b))
+                        .build()
+                })
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| StorageError::Other {
+                    op: "delete",
+                    key: self.level_prefix(level),
+                    message: e.to_string(),
+                })?;
+            let delete = Delete::builder()
+                .set_objects(Some(ids))
+                .quiet(true)
+                .build()
+                .map_err(|e| StorageError::Other {
+                    op: "delete",
+                    key: self.level_prefix(level),
+                    message: e.to_string(),
+                })?;
+            let out = self
+                .client
+                .delete_objects()
+                .bucket(&self.bucket)
+                .delete(delete)
+                .send()
+                .await
+                .map_err(|e| self.map_err("delete", &self.level_prefix(level), e))?;
+            if let Some(err) = out.errors().iter().find(|e| e.code() != Some("NoSuchKey")) {
+                return Err(StorageError::Other {
+                    op: "delete",
+                    key: err.key().unwrap_or_default().to_string(),
+                    message: format!(
+                        "{} {}",
+                        err.code().unwrap_or_default(),
+                        err.message().unwrap_or_default()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn created_at(
+        &self,
+        level: u8,
+        min_txid: u64,
+        max_txid: u64,
+    ) -> Result<SystemTime, StorageError> {
+        let key = self.object_key(level, min_txid, max_txid);
+        let out = self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| self.map_err("head", &key, e))?;
+        let from_meta = out
+            .metadata()
+            .and_then(|m| m.get(TIMESTAMP_METADATA))
+            .and_then(|s| parse_rfc3339(s));
+        let modified = out
+            .last_modified()
+            .and_then(|t| SystemTime::try_from(*t).ok());
+        Ok(from_meta.or(modified).unwrap_or(SystemTime::UNIX_EPOCH))
+    }
+}

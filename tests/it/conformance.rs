@@ -1,0 +1,224 @@
+//! One conformance suite for the `ReplicaClient` contract, run against every backend.
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use liteship::replica::file::FileReplica;
+use liteship::replica::{Body, ReplicaClient, StorageError, read_all, system_time_from_ms};
+use tokio::io::AsyncReadExt;
+
+use crate::support::s3::{TestBucket, raw_client};
+
+const TS: i64 = 1_700_000_000_123;
+
+fn payload(n: usize, seed: u8) -> Bytes {
+    Bytes::from(
+        (0..n)
+            .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+            .collect::<Vec<_>>(),
+    )
+}
+
+async fn put(c: &dyn ReplicaClient, level: u8, min: u64, max: u64, data: &Bytes) {
+    let info = c
+        .write(level, min, max, Body::Bytes(data.clone()), TS)
+        .await
+        .unwrap();
+    assert_eq!(
+        (info.level, info.min_txid, info.max_txid, info.size),
+        (level, min, max, data.len() as u64)
+    );
+}
+
+async fn read_range(c: &dyn ReplicaClient, min: u64, off: u64, len: Option<u64>) -> Vec<u8> {
+    let mut r = c.open(0, min, min, off, len).await.unwrap();
+    let mut v = Vec::new();
+    r.read_to_end(&mut v).await.unwrap();
+    v
+}
+
+/// The whole contract. `plant_junk` puts a non-LTX name into level 0 by backend-specific means.
+async fn conformance(c: &dyn ReplicaClient, plant_junk: impl AsyncFn(&str)) {
+    assert!(
+        c.list(0).await.unwrap().is_empty(),
+        "fresh replica lists nothing"
+    );
+    let (a, b, d) = (payload(1000, 1), payload(2000, 2), payload(3000, 3));
+    put(c, 0, 3, 3, &d).await;
+    put(c, 0, 1, 1, &a).await;
+    put(c, 0, 2, 2, &b).await;
+    put(c, 9, 1, 3, &a).await;
+    put(c, 1, 0x10, 0x1f, &b).await;
+    plant_junk("0000000000000004-0000000000000004.ltx.tmp").await;
+    plant_junk("README").await;
+
+    let l0 = c.list(0).await.unwrap();
+    let ids: Vec<_> = l0
+        .iter()
+        .map(|f| (f.min_txid, f.max_txid, f.size))
+        .collect();
+    assert_eq!(
+        ids,
+        vec![(1, 1, 1000), (2, 2, 2000), (3, 3, 3000)],
+        "sorted, junk skipped"
+    );
+    let l9 = c.list(9).await.unwrap();
+    assert_eq!((l9.len(), l9[0].min_txid, l9[0].max_txid), (1, 1, 3));
+    assert_eq!(c.list(1).await.unwrap()[0].max_txid, 0x1f);
+    assert!(c.list(2).await.unwrap().is_empty());
+
+    assert_eq!(read_all(c, 0, 2, 2).await.unwrap(), b.to_vec());
+    assert_eq!(read_range(c, 3, 100, None).await, d[100..].to_vec());
+    assert_eq!(read_range(c, 3, 100, Some(50)).await, d[100..150].to_vec());
+    assert_eq!(read_range(c, 3, 0, Some(0)).await, Vec::<u8>::new());
+
+    assert_eq!(
+        c.created_at(0, 2, 2).await.unwrap(),
+        system_time_from_ms(TS)
+    );
+    assert!(matches!(
+        c.created_at(0, 7, 7).await,
+        Err(StorageError::NotFound { .. })
+    ));
+    match c.open(0, 7, 7, 0, None).await {
+        Err(StorageError::NotFound { key }) => assert!(
+            key.contains("0000000000000007-0000000000000007.ltx"),
+            "{key}"
+        ),
+        Err(e) => panic!("want NotFound, got {e}"),
+        Ok(_) => panic!("want NotFound"),
+    }
+
+    // Overwrite replaces the content.
+    put(c, 0, 2, 2, &d).await;
+    assert_eq!(read_all(c, 0, 2, 2).await.unwrap(), d.to_vec());
+
+    // Delete: listed files go, missing ones are not an error.
+    c.delete(0, &[(1, 1), (9, 9)]).await.unwrap();
+    let ids: Vec<_> = c
+        .list(0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|f| f.min_txid)
+        .collect();
+    assert_eq!(ids, vec![2, 3]);
+    c.delete(0, &[]).await.unwrap();
+}
+
+/// Uploads from a file larger than the multipart threshold and many small files.
+async fn large_and_many(c: &dyn ReplicaClient) {
+    let dir = tempfile::tempdir().unwrap();
+    let big = payload(11 * 1024 * 1024 + 17, 9);
+    let path = dir.path().join("big.ltx");
+    std::fs::write(&path, &big).unwrap();
+    let info = c.write(9, 1, 0x100, Body::File(path), TS).await.unwrap();
+    assert_eq!(info.size, big.len() as u64);
+    assert_eq!(read_all(c, 9, 1, 0x100).await.unwrap(), big.to_vec());
+    assert_eq!(
+        c.created_at(9, 1, 0x100).await.unwrap(),
+        system_time_from_ms(TS)
+    );
+
+    let n = 1005u64;
+    futures::stream::iter(1..=n)
+        .map(|i| async move {
+            c.write(2, i, i, Body::Bytes(Bytes::from_static(b"x")), TS)
+                .await
+                .unwrap();
+        })
+        .buffer_unordered(32)
+        .collect::<Vec<_>>()
+        .await;
+    let listed = c.list(2).await.unwrap();
+    assert_eq!(listed.len() as u64, n, "listing pages past 1000 keys");
+    assert!(listed.windows(2).all(|w| w[0].min_txid < w[1].min_txid));
+    let all: Vec<_> = (1..=n).map(|i| (i, i)).collect();
+    c.delete(2, &all).await.unwrap();
+    assert!(
+        c.list(2).await.unwrap().is_empty(),
+        "batched delete of more than 1000 keys"
+    );
+}
+
+#[tokio::test]
+async fn file_backend_conformance() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = FileReplica::new(dir.path().join("replica"));
+    let junk_dir = c.level_dir(0);
+    conformance(&c, async |name: &str| {
+        std::fs::create_dir_all(&junk_dir).unwrap();
+        std::fs::write(junk_dir.join(name), b"junk").unwrap();
+    })
+    .await;
+    large_and_many(&c).await;
+}
+
+#[tokio::test]
+async fn file_backend_layout_and_mtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = FileReplica::new(dir.path());
+    c.write(9, 1, 0x3e8, Body::Bytes(Bytes::from_static(b"abc")), TS)
+        .await
+        .unwrap();
+    let p = dir
+        .path()
+        .join("ltx/9/0000000000000001-00000000000003e8.ltx");
+    let md = std::fs::metadata(&p).unwrap();
+    assert_eq!(
+        md.modified().unwrap(),
+        SystemTime::UNIX_EPOCH + Duration::from_millis(TS as u64)
+    );
+    assert!(
+        !dir.path()
+            .join("ltx/9/0000000000000001-00000000000003e8.ltx.tmp")
+            .exists()
+    );
+}
+
+#[tokio::test]
+async fn s3_backend_conformance() {
+    let tb = TestBucket::new().await;
+    let raw = raw_client(&tb.config).await;
+    let bucket = tb.config.bucket.clone();
+    conformance(&tb.replica, async |name: &str| {
+        raw.put_object()
+            .bucket(&bucket)
+            .key(format!("db/0000/{name}"))
+            .body(aws_sdk_s3::primitives::ByteStream::from_static(b"junk"))
+            .send()
+            .await
+            .unwrap();
+    })
+    .await;
+    large_and_many(&tb.replica).await;
+}
+
+#[tokio::test]
+async fn s3_backend_layout_and_metadata() {
+    let tb = TestBucket::new().await;
+    tb.replica
+        .write(
+            9,
+            1,
+            0x3e8,
+            Body::Bytes(Bytes::from_static(b"abc")),
+            1_795_765_193_200,
+        )
+        .await
+        .unwrap();
+    let raw = raw_client(&tb.config).await;
+    let head = raw
+        .head_object()
+        .bucket(&tb.config.bucket)
+        .key("db/0009/0000000000000001-00000000000003e8.ltx")
+        .send()
+        .await
+        .expect("object at Litestream's S3 key");
+    let meta = head.metadata().unwrap();
+    assert_eq!(
+        meta.get("litestream-timestamp").map(String::as_str),
+        Some("2026-11-27T07:39:53.2Z")
+    );
+}

@@ -1,0 +1,6 @@
+//! liteship's integration tests: one binary, so the S3 server and oracle installs are shared.
+
+mod conformance;
+mod oracle_ltx;
+mod s3_errors;
+mod support;

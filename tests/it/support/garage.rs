@@ -1,0 +1,167 @@
+//! A throw-away single-node Garage S3 server on loopback, one per test process.
+//!
+//! The server is spawned from a dedicated thread that never exits, with
+//! `PR_SET_PDEATHSIG = SIGKILL`, so it dies with the test process however that ends.
+
+use std::io::Write;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{free_port, random_hex};
+
+pub const REGION: &str = "garage";
+
+/// Where the Garage binary is: `$GARAGE_BIN`, `~/.cargo/bin/garage`, or `garage` on PATH.
+pub fn garage_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("GARAGE_BIN") {
+        return p.into();
+    }
+    let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+    let cargo_bin = Path::new(&home).join(".cargo/bin/garage");
+    if cargo_bin.exists() {
+        return cargo_bin;
+    }
+    "garage".into()
+}
+
+/// A running server and the key the tests use.
+#[derive(Debug, Clone)]
+pub struct Garage {
+    pub endpoint: String,
+    pub admin_endpoint: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub dir: PathBuf,
+}
+
+impl Garage {
+    /// Starts a server; panics with a clear message if Garage is not installed.
+    pub fn start() -> Garage {
+        let dir = std::env::temp_dir().join(format!("liteship-garage-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let (s3, rpc, admin) = (free_port(), free_port(), free_port());
+        let cfg = dir.join("garage.toml");
+        let toml = format!(
+            r#"metadata_dir = "{d}/meta"
+data_dir = "{d}/data"
+db_engine = "sqlite"
+replication_factor = 1
+rpc_bind_addr = "127.0.0.1:{rpc}"
+rpc_public_addr = "127.0.0.1:{rpc}"
+rpc_secret = "{secret}"
+
+[s3_api]
+s3_region = "{REGION}"
+api_bind_addr = "127.0.0.1:{s3}"
+root_domain = ".s3.garage.localhost"
+
+[admin]
+api_bind_addr = "127.0.0.1:{admin}"
+"#,
+            d = dir.display(),
+            secret = random_hex(64),
+        );
+        std::fs::File::create(&cfg)
+            .and_then(|mut f| f.write_all(toml.as_bytes()))
+            .unwrap();
+        spawn_server(&cfg, &dir);
+        let g = Garage {
+            endpoint: format!("http://127.0.0.1:{s3}"),
+            admin_endpoint: format!("http://127.0.0.1:{admin}"),
+            access_key_id: format!("GK{}", random_hex(24)),
+            secret_access_key: random_hex(64),
+            dir,
+        };
+        g.configure(&cfg);
+        g
+    }
+
+    fn configure(&self, cfg: &Path) {
+        let node = retry_cli(cfg, &["node", "id", "-q"]);
+        let node_id = node.trim().split('@').next().unwrap().to_string();
+        retry_cli(
+            cfg,
+            &["layout", "assign", "-z", "dc1", "-c", "10G", &node_id],
+        );
+        retry_cli(cfg, &["layout", "apply", "--version", "1"]);
+        retry_cli(
+            cfg,
+            &[
+                "key",
+                "import",
+                "--yes",
+                "-n",
+                "liteship-test",
+                &self.access_key_id,
+                &self.secret_access_key,
+            ],
+        );
+        retry_cli(cfg, &["key", "allow", "--create-bucket", "liteship-test"]);
+    }
+}
+
+fn spawn_server(cfg: &Path, dir: &Path) {
+    let bin = garage_bin();
+    let cfg = cfg.to_path_buf();
+    let log = std::fs::File::create(dir.join("server.log")).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("garage-parent".into())
+        .spawn(move || {
+            let mut cmd = Command::new(&bin);
+            cmd.arg("-c")
+                .arg(&cfg)
+                .arg("server")
+                .env("RUST_LOG", "warn")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log);
+            // SAFETY: prctl is async-signal-safe; it only sets a flag on the child.
+            unsafe {
+                cmd.pre_exec(|| {
+                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                    Ok(())
+                });
+            }
+            let res = cmd.spawn().map(|_child| ()).map_err(|e| {
+                format!(
+                    "cannot start Garage ({}): {e}. Install it with `cargo install garage --locked --version 2.5.0` or run scripts/test.sh",
+                    bin.display()
+                )
+            });
+            tx.send(res).unwrap();
+            // Keep this thread (the child's parent for PDEATHSIG) alive for the whole run.
+            loop {
+                std::thread::park();
+            }
+        })
+        .unwrap();
+    rx.recv().unwrap().unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Runs a Garage CLI command, retrying while the node starts up.
+fn retry_cli(cfg: &Path, args: &[&str]) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = Command::new(garage_bin())
+            .arg("-c")
+            .arg(cfg)
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run garage cli");
+        if out.status.success() {
+            return String::from_utf8_lossy(&out.stdout).into_owned();
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "garage {args:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}

@@ -1,0 +1,134 @@
+//! The S3 fixture: every test gets a fresh bucket on a real S3-compatible server.
+//!
+//! The server is, in order of preference:
+//! 1. the endpoint in `LITESHIP_TEST_S3_ENDPOINT` (with `LITESHIP_TEST_S3_ACCESS_KEY_ID`,
+//!    `LITESHIP_TEST_S3_SECRET_ACCESS_KEY`, `LITESHIP_TEST_S3_REGION`; the key must be allowed
+//!    to create buckets) — for example a MinIO started elsewhere;
+//! 2. a Garage server started by this process on loopback ports.
+
+use std::sync::OnceLock;
+
+use liteship::replica::S3Config;
+use liteship::replica::s3::{S3Replica, S3Tuning};
+
+use super::garage::{Garage, REGION};
+use super::random_hex;
+
+/// Connection details of the shared server.
+#[derive(Debug, Clone)]
+pub struct S3Server {
+    pub endpoint: String,
+    pub region: String,
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    /// Set when the server is our own Garage (its admin API counts requests).
+    pub garage: Option<Garage>,
+}
+
+static SERVER: OnceLock<S3Server> = OnceLock::new();
+
+pub fn server() -> &'static S3Server {
+    SERVER.get_or_init(|| {
+        if let Ok(endpoint) = std::env::var("LITESHIP_TEST_S3_ENDPOINT") {
+            let var = |k: &str| {
+                std::env::var(k)
+                    .unwrap_or_else(|_| panic!("{k} must be set with LITESHIP_TEST_S3_ENDPOINT"))
+            };
+            return S3Server {
+                endpoint,
+                region: std::env::var("LITESHIP_TEST_S3_REGION")
+                    .unwrap_or_else(|_| "us-east-1".into()),
+                access_key_id: var("LITESHIP_TEST_S3_ACCESS_KEY_ID"),
+                secret_access_key: var("LITESHIP_TEST_S3_SECRET_ACCESS_KEY"),
+                garage: None,
+            };
+        }
+        let g = Garage::start();
+        S3Server {
+            endpoint: g.endpoint.clone(),
+            region: REGION.into(),
+            access_key_id: g.access_key_id.clone(),
+            secret_access_key: g.secret_access_key.clone(),
+            garage: Some(g),
+        }
+    })
+}
+
+/// Retry tuning for tests: quick backoff so failure tests stay fast.
+pub fn test_tuning() -> S3Tuning {
+    S3Tuning {
+        max_attempts: 3,
+        initial_backoff: std::time::Duration::from_millis(50),
+        max_backoff: std::time::Duration::from_millis(500),
+        connect_timeout: std::time::Duration::from_secs(2),
+        read_timeout: std::time::Duration::from_secs(30),
+    }
+}
+
+/// A fresh, empty bucket and a replica client on `<bucket>/db`.
+pub struct TestBucket {
+    pub config: S3Config,
+    pub replica: S3Replica,
+}
+
+impl TestBucket {
+    pub async fn new() -> TestBucket {
+        let srv = server();
+        let bucket = format!("liteship-{}", random_hex(12));
+        let config = S3Config {
+            bucket: bucket.clone(),
+            path: "db".into(),
+            endpoint: Some(srv.endpoint.clone()),
+            region: Some(srv.region.clone()),
+            force_path_style: true,
+            access_key_id: Some(srv.access_key_id.clone()),
+            secret_access_key: Some(srv.secret_access_key.clone()),
+            ..S3Config::default()
+        };
+        raw_client(&config)
+            .await
+            .create_bucket()
+            .bucket(&bucket)
+            .send()
+            .await
+            .unwrap_or_else(|e| {
+                panic!(
+                    "create bucket {bucket}: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                )
+            });
+        let replica = S3Replica::new(&config, &test_tuning()).await.unwrap();
+        TestBucket { config, replica }
+    }
+
+    /// `s3://bucket/db?endpoint=…&region=…&forcePathStyle=true`.
+    pub fn url(&self) -> String {
+        format!(
+            "s3://{}/{}?endpoint={}&region={}&forcePathStyle=true",
+            self.config.bucket,
+            self.config.path,
+            server().endpoint,
+            server().region
+        )
+    }
+}
+
+/// A plain SDK client for the server, to inspect or plant objects directly.
+pub async fn raw_client(config: &S3Config) -> aws_sdk_s3::Client {
+    let srv = server();
+    let creds = aws_sdk_s3::config::Credentials::new(
+        &srv.access_key_id,
+        &srv.secret_access_key,
+        None,
+        None,
+        "test",
+    );
+    let conf = aws_sdk_s3::config::Builder::new()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new(srv.region.clone()))
+        .endpoint_url(config.endpoint.clone().unwrap())
+        .credentials_provider(creds)
+        .force_path_style(true)
+        .build();
+    aws_sdk_s3::Client::from_conf(conf)
+}
