@@ -7,7 +7,26 @@
 //!   backends in Litestream's key layouts.
 //! - [`retry`]: backoff with jitter and the retryable-error policy.
 
+pub mod config;
 pub mod ltx;
 pub mod replica;
 pub mod timefmt;
 pub mod wal;
+
+/// The SQLite version bundled into the binary.
+pub fn sqlite_version() -> &'static str {
+    rusqlite::version()
+}
+
+#[cfg(test)]
+mod tests {
+    /// SQLite before 3.51.3 carries the WAL-reset corruption bug (spec 7 #2).
+    #[test]
+    fn bundled_sqlite_has_the_wal_reset_fix() {
+        assert!(
+            rusqlite::version_number() >= 3_051_003,
+            "bundled SQLite {}",
+            rusqlite::version()
+        );
+    }
+}

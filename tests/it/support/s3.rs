@@ -4,7 +4,8 @@
 //! 1. the endpoint in `LITESHIP_TEST_S3_ENDPOINT` (with `LITESHIP_TEST_S3_ACCESS_KEY_ID`,
 //!    `LITESHIP_TEST_S3_SECRET_ACCESS_KEY`, `LITESHIP_TEST_S3_REGION`; the key must be allowed
 //!    to create buckets) — for example a MinIO started elsewhere;
-//! 2. a Garage server started by this process on loopback ports.
+//! 2. MinIO in a container through testcontainers, when a Docker engine is reachable;
+//! 3. a Garage server started by this process on loopback ports.
 
 use std::sync::OnceLock;
 
@@ -42,6 +43,9 @@ pub fn server() -> &'static S3Server {
                 secret_access_key: var("LITESHIP_TEST_S3_SECRET_ACCESS_KEY"),
                 garage: None,
             };
+        }
+        if docker_reachable() {
+            return start_minio();
         }
         let g = Garage::start();
         S3Server {
@@ -131,4 +135,50 @@ pub async fn raw_client(config: &S3Config) -> aws_sdk_s3::Client {
         .force_path_style(true)
         .build();
     aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// Whether a Docker engine answers on `DOCKER_HOST` or the default socket.
+fn docker_reachable() -> bool {
+    if std::env::var_os("DOCKER_HOST").is_some() {
+        return true;
+    }
+    std::os::unix::net::UnixStream::connect("/var/run/docker.sock").is_ok()
+}
+
+/// Starts MinIO with testcontainers on a thread that keeps the container for the whole run.
+fn start_minio() -> S3Server {
+    use testcontainers::core::{IntoContainerPort, WaitFor};
+    use testcontainers::runners::AsyncRunner;
+    use testcontainers::{GenericImage, ImageExt};
+
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let container = GenericImage::new("minio/minio", "latest")
+                .with_exposed_port(9000.tcp())
+                .with_wait_for(WaitFor::message_on_stdout("API:"))
+                .with_env_var("MINIO_ROOT_USER", "liteship")
+                .with_env_var("MINIO_ROOT_PASSWORD", "liteship-secret")
+                .with_cmd(["server", "/data"])
+                .start()
+                .await
+                .expect("start MinIO container");
+            let port = container.get_host_port_ipv4(9000).await.unwrap();
+            tx.send(port).unwrap();
+            std::future::pending::<()>().await;
+            drop(container);
+        });
+    });
+    let port = rx.recv().expect("MinIO container port");
+    S3Server {
+        endpoint: format!("http://127.0.0.1:{port}"),
+        region: "us-east-1".into(),
+        access_key_id: "liteship".into(),
+        secret_access_key: "liteship-secret".into(),
+        garage: None,
+    }
 }

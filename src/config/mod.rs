@@ -1,0 +1,524 @@
+//! litestream.yml and replica URLs -> a validated [`Config`]. The only place (with the CLI)
+//! that reads the environment: `$VAR` expansion, `LITESTREAM_*`/`AWS_CA_BUNDLE` fallbacks.
+//!
+//! Compatibility rules (spec 5): the file is expanded with Go `os.Expand` semantics before
+//! parsing; unknown keys are accepted (with a warning, where Litestream is silent); a db has
+//! one `replica` or a one-entry `replicas` list; top-level replica keys are defaults for
+//! every replica; `age` encryption is rejected as in Litestream 0.5.
+
+mod expand;
+mod raw;
+mod units;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_yaml_ng::Value;
+
+pub use expand::{env_lookup, expand};
+pub use units::{parse_bytes, parse_go_duration};
+
+use crate::replica::url::{DEFAULT_PART_SIZE, ensure_endpoint_scheme};
+use crate::replica::{ReplicaUrl, S3Config};
+use raw::{Extra, RawConfig, RawDb, RawReplica};
+
+/// Default config path when neither `-config` nor `$LITESTREAM_CONFIG` is given.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/litestream.yml";
+
+/// A config that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("config {path}: {reason}")]
+pub struct ConfigError {
+    pub path: String,
+    pub reason: String,
+}
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub addr: Option<String>,
+    pub exec: Option<String>,
+    pub dbs: Vec<DbConfig>,
+    pub log_level: Option<String>,
+    pub log_json: bool,
+    pub log_stderr: bool,
+    /// Compaction intervals of levels 1..=n.
+    pub levels: Vec<Duration>,
+    pub snapshot_interval: Duration,
+    pub snapshot_retention: Duration,
+    /// Zero disables level-0 retention.
+    pub l0_retention: Duration,
+    pub l0_retention_check_interval: Duration,
+    pub retention_enabled: bool,
+    pub shutdown_sync_timeout: Duration,
+    pub shutdown_sync_interval: Duration,
+    /// Warnings about unknown or ignored keys, to be logged once.
+    pub warnings: Vec<String>,
+}
+
+/// One database and its replica.
+#[derive(Debug, Clone)]
+pub struct DbConfig {
+    pub path: PathBuf,
+    pub meta_path: Option<PathBuf>,
+    pub monitor_interval: Duration,
+    /// Zero disables time-based checkpoints.
+    pub checkpoint_interval: Duration,
+    pub busy_timeout: Duration,
+    pub min_checkpoint_page_count: u64,
+    pub truncate_page_n: u64,
+    /// Zero means unlimited.
+    pub max_sync_wal_bytes: u64,
+    pub restore_if_db_not_exists: bool,
+    pub replica: ReplicaConfig,
+}
+
+/// One replica.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    pub url: ReplicaUrl,
+    pub sync_interval: Duration,
+    pub max_sync_ltx_files: usize,
+    pub auto_recover: bool,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            addr: None,
+            exec: None,
+            dbs: Vec::new(),
+            log_level: None,
+            log_json: false,
+            log_stderr: false,
+            levels: vec![
+                Duration::from_secs(30),
+                Duration::from_secs(300),
+                Duration::from_secs(3600),
+            ],
+            snapshot_interval: Duration::from_secs(24 * 3600),
+            snapshot_retention: Duration::from_secs(24 * 3600),
+            l0_retention: Duration::from_secs(300),
+            l0_retention_check_interval: Duration::from_secs(15),
+            retention_enabled: true,
+            shutdown_sync_timeout: Duration::from_secs(30),
+            shutdown_sync_interval: Duration::from_millis(500),
+            warnings: Vec::new(),
+        }
+    }
+}
+
+impl DbConfig {
+    /// A database with default settings and the given replica (command-line mode).
+    pub fn new(path: PathBuf, url: ReplicaUrl) -> Self {
+        DbConfig {
+            path,
+            meta_path: None,
+            monitor_interval: Duration::from_secs(1),
+            checkpoint_interval: Duration::from_secs(60),
+            busy_timeout: Duration::from_secs(1),
+            min_checkpoint_page_count: 1000,
+            truncate_page_n: 121_359,
+            max_sync_wal_bytes: 64 * 1024 * 1024,
+            restore_if_db_not_exists: false,
+            replica: ReplicaConfig {
+                url,
+                sync_interval: Duration::from_secs(1),
+                max_sync_ltx_files: 256,
+                auto_recover: false,
+            },
+        }
+    }
+}
+
+impl Config {
+    /// Reads, expands (unless `no_expand_env`) and validates a config file.
+    pub fn load(path: &Path, no_expand_env: bool) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: path.display().to_string(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        let text = if no_expand_env {
+            text
+        } else {
+            expand(&text, env_lookup)
+        };
+        Config::parse(&text).map_err(|reason| ConfigError {
+            path: path.display().to_string(),
+            reason,
+        })
+    }
+
+    /// Parses already-expanded YAML text.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let raw: RawConfig = if text.trim().is_empty() {
+            RawConfig::default()
+        } else {
+            serde_yaml_ng::from_str(text).map_err(|e| format!("invalid YAML: {e}"))?
+        };
+        let mut cfg = Config::default();
+        let mut warnings = Vec::new();
+        let defaults = replica_defaults(&raw.rest, &mut warnings)?;
+        apply_globals(&mut cfg, &raw_globals(&raw), &mut warnings)?;
+        cfg.addr = raw.addr;
+        cfg.exec = raw.exec;
+        if let Some(l) = raw.logging {
+            cfg.log_level = l.level;
+            cfg.log_json = l.kind.as_deref() == Some("json");
+            cfg.log_stderr = l.stderr.unwrap_or(false);
+            warn_extra("logging", &l.extra, &mut warnings);
+        }
+        if let Some(levels) = raw.levels {
+            cfg.levels = levels
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    warn_extra(&format!("levels[{i}]"), &l.extra, &mut warnings);
+                    let d = dur(
+                        &l.interval,
+                        Duration::ZERO,
+                        &format!("levels[{i}].interval"),
+                    )?;
+                    if d.is_zero() {
+                        return Err(format!("levels[{i}].interval must be greater than 0"));
+                    }
+                    Ok(d)
+                })
+                .collect::<Result<_, String>>()?;
+            if cfg.levels.len() > 8 {
+                return Err("at most 8 compaction levels are allowed".into());
+            }
+        }
+        for (i, db) in raw.dbs.into_iter().enumerate() {
+            let parsed = parse_db(i, db, &defaults, &mut cfg, &mut warnings)?;
+            cfg.dbs.push(parsed);
+        }
+        cfg.warnings = warnings;
+        Ok(cfg)
+    }
+
+    /// The database whose `path` equals `db_path` (after `~` expansion and normalisation).
+    pub fn find_db(&self, db_path: &Path) -> Option<&DbConfig> {
+        let want = normalize(db_path);
+        self.dbs.iter().find(|d| normalize(&d.path) == want)
+    }
+}
+
+struct Globals<'a> {
+    snapshot: Option<&'a raw::RawSnapshot>,
+    l0_retention: &'a Option<Value>,
+    l0_check: &'a Option<Value>,
+    retention: Option<&'a raw::RawRetention>,
+    shutdown_timeout: &'a Option<Value>,
+    shutdown_interval: &'a Option<Value>,
+}
+
+fn raw_globals(raw: &RawConfig) -> Globals<'_> {
+    Globals {
+        snapshot: raw.snapshot.as_ref(),
+        l0_retention: &raw.l0_retention,
+        l0_check: &raw.l0_retention_check_interval,
+        retention: raw.retention.as_ref(),
+        shutdown_timeout: &raw.shutdown_sync_timeout,
+        shutdown_interval: &raw.shutdown_sync_interval,
+    }
+}
+
+fn apply_globals(
+    cfg: &mut Config,
+    g: &Globals<'_>,
+    warnings: &mut Vec<String>,
+) -> Result<(), String> {
+    if let Some(s) = g.snapshot {
+        apply_snapshot(cfg, s, "snapshot", warnings)?;
+    }
+    cfg.l0_retention = dur(g.l0_retention, cfg.l0_retention, "l0-retention")?;
+    cfg.l0_retention_check_interval = dur(
+        g.l0_check,
+        cfg.l0_retention_check_interval,
+        "l0-retention-check-interval",
+    )?;
+    if let Some(r) = g.retention {
+        cfg.retention_enabled = r.enabled.unwrap_or(true);
+        warn_extra("retention", &r.extra, warnings);
+    }
+    cfg.shutdown_sync_timeout = dur(
+        g.shutdown_timeout,
+        cfg.shutdown_sync_timeout,
+        "shutdown-sync-timeout",
+    )?;
+    cfg.shutdown_sync_interval = dur(
+        g.shutdown_interval,
+        cfg.shutdown_sync_interval,
+        "shutdown-sync-interval",
+    )?;
+    Ok(())
+}
+
+fn apply_snapshot(
+    cfg: &mut Config,
+    s: &raw::RawSnapshot,
+    at: &str,
+    warnings: &mut Vec<String>,
+) -> Result<(), String> {
+    warn_extra(at, &s.extra, warnings);
+    cfg.snapshot_interval = dur(
+        &s.interval,
+        cfg.snapshot_interval,
+        &format!("{at}.interval"),
+    )?;
+    cfg.snapshot_retention = dur(
+        &s.retention,
+        cfg.snapshot_retention,
+        &format!("{at}.retention"),
+    )?;
+    if cfg.snapshot_interval.is_zero() || cfg.snapshot_retention.is_zero() {
+        return Err(format!(
+            "{at}.interval and {at}.retention must be greater than 0"
+        ));
+    }
+    Ok(())
+}
+
+/// Known replica keys at the top level become defaults; anything else is warned about.
+fn replica_defaults(rest: &Extra, warnings: &mut Vec<String>) -> Result<RawReplica, String> {
+    let mut map = serde_yaml_ng::Mapping::new();
+    for (k, v) in rest {
+        map.insert(Value::String(k.clone()), v.clone());
+    }
+    let d: RawReplica = serde_yaml_ng::from_value(Value::Mapping(map))
+        .map_err(|e| format!("invalid top-level replica setting: {e}"))?;
+    warn_extra("(top level)", &d.extra, warnings);
+    Ok(d)
+}
+
+fn parse_db(
+    i: usize,
+    db: RawDb,
+    defaults: &RawReplica,
+    cfg: &mut Config,
+    warnings: &mut Vec<String>,
+) -> Result<DbConfig, String> {
+    let at = format!("dbs[{i}]");
+    warn_extra(&at, &db.extra, warnings);
+    if db.dir.is_some() {
+        return Err(format!(
+            "{at}: directory mode (dir:) is not supported by liteship; list each database with path:"
+        ));
+    }
+    let path = db
+        .path
+        .as_deref()
+        .filter(|p| !p.is_empty())
+        .ok_or(format!("{at}: path is required"))?;
+    let replica = match (db.replica, db.replicas) {
+        (Some(_), Some(_)) => {
+            return Err(format!("{at}: use either replica or replicas, not both"));
+        }
+        (Some(r), None) => r,
+        (None, Some(mut list)) if list.len() == 1 => list.remove(0),
+        (None, Some(list)) if list.len() > 1 => {
+            return Err(format!(
+                "{at}: only one replica per database is supported ({} given)",
+                list.len()
+            ));
+        }
+        _ => return Err(format!("{at}: a replica is required")),
+    };
+    if let Some(s) = &db.snapshot {
+        apply_snapshot(cfg, s, &format!("{at}.snapshot"), warnings)?;
+    }
+    let mut out = DbConfig::new(
+        expand_tilde(path),
+        ReplicaUrl::File {
+            path: PathBuf::new(),
+        },
+    );
+    out.meta_path = db.meta_path.as_deref().map(expand_tilde);
+    out.monitor_interval = dur(
+        &db.monitor_interval,
+        out.monitor_interval,
+        &format!("{at}.monitor-interval"),
+    )?;
+    out.checkpoint_interval = dur(
+        &db.checkpoint_interval,
+        out.checkpoint_interval,
+        &format!("{at}.checkpoint-interval"),
+    )?;
+    out.busy_timeout = dur(
+        &db.busy_timeout,
+        out.busy_timeout,
+        &format!("{at}.busy-timeout"),
+    )?;
+    out.min_checkpoint_page_count = db
+        .min_checkpoint_page_count
+        .unwrap_or(out.min_checkpoint_page_count);
+    out.truncate_page_n = match db.truncate_page_n {
+        None | Some(0) => out.truncate_page_n,
+        Some(n) => n,
+    };
+    if let Some(v) = &db.max_sync_wal_bytes {
+        out.max_sync_wal_bytes = bytes(v, &format!("{at}.max-sync-wal-bytes"))?;
+    }
+    out.restore_if_db_not_exists = db.restore_if_db_not_exists.unwrap_or(false);
+    out.replica = parse_replica(
+        &format!("{at}.replica"),
+        replica.with_defaults(defaults),
+        warnings,
+    )?;
+    Ok(out)
+}
+
+fn parse_replica(
+    at: &str,
+    r: RawReplica,
+    warnings: &mut Vec<String>,
+) -> Result<ReplicaConfig, String> {
+    warn_extra(at, &r.extra, warnings);
+    if r.age.is_some() {
+        return Err(format!(
+            "{at}: age encryption is not supported (Litestream 0.5 removed it)"
+        ));
+    }
+    let url = replica_url(at, &r)?;
+    let sync_interval = dur(
+        &r.sync_interval,
+        Duration::from_secs(1),
+        &format!("{at}.sync-interval"),
+    )?;
+    if sync_interval.is_zero() {
+        return Err(format!("{at}.sync-interval must be greater than 0"));
+    }
+    Ok(ReplicaConfig {
+        url,
+        sync_interval,
+        max_sync_ltx_files: r.max_sync_ltx_files.unwrap_or(256).max(1) as usize,
+        auto_recover: r.auto_recover.unwrap_or(false),
+    })
+}
+
+fn replica_url(at: &str, r: &RawReplica) -> Result<ReplicaUrl, String> {
+    if let Some(u) = &r.url {
+        if r.path.is_some() || r.bucket.is_some() {
+            return Err(format!("{at}: url cannot be combined with path or bucket"));
+        }
+        let mut parsed = ReplicaUrl::parse(u).map_err(|e| format!("{at}: {e}"))?;
+        if let ReplicaUrl::S3(c) = &mut parsed {
+            overlay_s3(c, r)?;
+        }
+        return Ok(parsed);
+    }
+    match r.kind.as_deref().unwrap_or("file") {
+        "file" => {
+            let p = r
+                .path
+                .as_deref()
+                .ok_or(format!("{at}: a file replica needs path"))?;
+            if p.contains("://") {
+                return Err(format!("{at}: path must not be a URL; use url: instead"));
+            }
+            Ok(ReplicaUrl::File {
+                path: expand_tilde(p),
+            })
+        }
+        "s3" => {
+            let mut c = S3Config {
+                bucket: r
+                    .bucket
+                    .clone()
+                    .ok_or(format!("{at}: an s3 replica needs bucket"))?,
+                path: r.path.clone().unwrap_or_default(),
+                ..S3Config::default()
+            };
+            overlay_s3(&mut c, r)?;
+            Ok(ReplicaUrl::S3(c))
+        }
+        other => Err(format!(
+            "{at}: replica type {other:?} is not supported by liteship (file and s3 are)"
+        )),
+    }
+}
+
+/// Applies the S3 keys of a replica section, then the `LITESTREAM_*` and `AWS_CA_BUNDLE`
+/// environment fallbacks.
+fn overlay_s3(c: &mut S3Config, r: &RawReplica) -> Result<(), String> {
+    if let Some(e) = &r.endpoint {
+        c.endpoint = Some(ensure_endpoint_scheme(e));
+        c.force_path_style = true;
+    }
+    if let Some(v) = &r.region {
+        c.region = Some(v.clone());
+    }
+    if let Some(v) = r.force_path_style {
+        c.force_path_style = v;
+    }
+    c.skip_verify = r.skip_verify.unwrap_or(c.skip_verify);
+    c.access_key_id = r.access_key_id.clone().or(c.access_key_id.take());
+    c.secret_access_key = r.secret_access_key.clone().or(c.secret_access_key.take());
+    c.storage_class = r.storage_class.clone().or(c.storage_class.take());
+    if let Some(v) = &r.part_size {
+        c.part_size = bytes(v, "part-size")?;
+        if c.part_size < DEFAULT_PART_SIZE {
+            return Err("part-size must be at least 5MiB".into());
+        }
+    }
+    apply_s3_env(c);
+    Ok(())
+}
+
+/// Environment fallbacks for an S3 replica: `LITESTREAM_ACCESS_KEY_ID` and
+/// `LITESTREAM_SECRET_ACCESS_KEY` when no key is configured (the AWS chain reads `AWS_*`
+/// itself), and `AWS_CA_BUNDLE` for extra trusted CAs.
+pub fn apply_s3_env(c: &mut S3Config) {
+    if c.access_key_id.is_none() && std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+        c.access_key_id = std::env::var("LITESTREAM_ACCESS_KEY_ID").ok();
+        c.secret_access_key = std::env::var("LITESTREAM_SECRET_ACCESS_KEY").ok();
+    }
+    if c.ca_bundle.is_none() {
+        c.ca_bundle = std::env::var_os("AWS_CA_BUNDLE")
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from);
+    }
+}
+
+fn dur(v: &Option<Value>, default: Duration, key: &str) -> Result<Duration, String> {
+    match v {
+        None | Some(Value::Null) => Ok(default),
+        Some(Value::String(s)) => parse_go_duration(s).map_err(|e| format!("{key}: {e}")),
+        Some(Value::Number(n)) if n.as_u64() == Some(0) => Ok(Duration::ZERO),
+        Some(other) => Err(format!(
+            "{key}: expected a duration such as 1s or 5m, got {other:?}"
+        )),
+    }
+}
+
+fn bytes(v: &Value, key: &str) -> Result<u64, String> {
+    match v {
+        Value::Number(n) => n.as_u64().ok_or(format!("{key}: expected a byte size")),
+        Value::String(s) => parse_bytes(s).map_err(|e| format!("{key}: {e}")),
+        other => Err(format!("{key}: expected a byte size, got {other:?}")),
+    }
+}
+
+fn warn_extra(at: &str, extra: &Extra, warnings: &mut Vec<String>) {
+    for k in extra.keys() {
+        warnings.push(format!("unknown config key {at}.{k} is ignored"));
+    }
+}
+
+/// Expands a leading `~` to `$HOME`.
+pub fn expand_tilde(p: &str) -> PathBuf {
+    match p.strip_prefix("~/") {
+        Some(rest) => std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(rest))
+            .unwrap_or_else(|| PathBuf::from(p)),
+        None => PathBuf::from(p),
+    }
+}
+
+fn normalize(p: &Path) -> PathBuf {
+    std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf())
+}
+
+#[cfg(test)]
+mod tests;
