@@ -7,9 +7,13 @@
 //!   backends in Litestream's key layouts.
 //! - [`retry`]: backoff with jitter and the retryable-error policy.
 
+pub mod cli;
+pub mod cmd;
 pub mod config;
 pub mod ltx;
 pub mod replica;
+pub mod restore;
+pub mod retry;
 pub mod timefmt;
 pub mod wal;
 

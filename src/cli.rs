@@ -1,0 +1,193 @@
+//! Command-line definitions (clap) and the argument normalisation that lets existing
+//! Litestream command lines work unchanged: Go's flag package spells long flags with one
+//! dash (`-if-db-not-exists`), which clap reads as a bundle of short flags.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "liteship",
+    version,
+    about = "SQLite replication to S3 and files, compatible with Litestream 0.5"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Restore a database from its replica (a Nomad prestart task, or a point-in-time restore).
+    Restore(Box<RestoreArgs>),
+    /// Print the version.
+    Version,
+}
+
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// Path of litestream.yml (default: $LITESTREAM_CONFIG, else /etc/litestream.yml).
+    #[arg(long = "config", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Do not expand $VARS in the config file.
+    #[arg(long = "no-expand-env")]
+    pub no_expand_env: bool,
+    /// Log level: trace, debug, info, warn, error (overrides LOG_LEVEL and the config).
+    #[arg(long = "log-level", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// A database path from the config, or a replica URL (file:///path, s3://bucket/path?...).
+    #[arg(value_name = "DB_PATH|REPLICA_URL")]
+    pub target: String,
+    /// Output path (required with a replica URL; defaults to the database path).
+    #[arg(short = 'o', value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Exit 0 without restoring if the output database already exists (and is not empty).
+    #[arg(long = "if-db-not-exists")]
+    pub if_db_not_exists: bool,
+    /// Exit 0 without restoring if the replica has no backups.
+    #[arg(long = "if-replica-exists")]
+    pub if_replica_exists: bool,
+    /// Restore up to this TXID (16 hex digits), inclusive.
+    #[arg(long = "txid", value_name = "HEX16", conflicts_with = "timestamp")]
+    pub txid: Option<String>,
+    /// Restore the newest state created strictly before this RFC 3339 time.
+    #[arg(long = "timestamp", value_name = "RFC3339")]
+    pub timestamp: Option<String>,
+    /// Concurrent ranged downloads.
+    #[arg(long = "parallelism", value_name = "N", default_value_t = crate::restore::DEFAULT_PARALLELISM)]
+    pub parallelism: usize,
+    /// Check the restored file before it is published: none, quick or full.
+    #[arg(long = "integrity-check", value_name = "MODE", default_value = "quick")]
+    pub integrity_check: String,
+    /// Print the plan and write nothing.
+    #[arg(long = "dry-run")]
+    pub dry_run: bool,
+    /// Overwrite an existing database and its -wal/-shm/-journal files.
+    #[arg(long = "force")]
+    pub force: bool,
+    /// Print the result as JSON on stdout (logs go to stderr).
+    #[arg(long = "json")]
+    pub json: bool,
+    /// Owner of the restored file, UID[:GID] (default when root: the directory's owner).
+    #[arg(long = "owner", value_name = "UID[:GID]")]
+    pub owner: Option<String>,
+    /// Mode of the restored file, in octal (e.g. 0644).
+    #[arg(long = "mode", value_name = "OCTAL")]
+    pub mode: Option<String>,
+    /// Follow mode is not supported.
+    #[arg(short = 'f', hide = true)]
+    pub follow: bool,
+}
+
+/// Rewrites Litestream's single-dash long flags (`-if-db-not-exists`, `-config=x`) to the
+/// double-dash form. Single-letter flags (`-o`, `-f`) and values are left alone; nothing
+/// after a `--` is touched.
+pub fn normalize_args(args: impl IntoIterator<Item = OsString>) -> Vec<OsString> {
+    let mut out = Vec::new();
+    let mut passthrough = false;
+    for a in args {
+        let rewritten = match a.to_str() {
+            Some("--") => {
+                passthrough = true;
+                None
+            }
+            Some(s) if !passthrough && is_single_dash_long(s) => {
+                Some(OsString::from(format!("-{s}")))
+            }
+            _ => None,
+        };
+        out.push(rewritten.unwrap_or(a));
+    }
+    out
+}
+
+fn is_single_dash_long(s: &str) -> bool {
+    let Some(rest) = s.strip_prefix('-') else {
+        return false;
+    };
+    let name = rest.split('=').next().unwrap_or("");
+    !rest.starts_with('-')
+        && name.len() > 1
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn norm(v: &[&str]) -> Vec<String> {
+        normalize_args(v.iter().map(OsString::from))
+            .into_iter()
+            .map(|s| s.into_string().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn litestream_flags_become_long_flags() {
+        assert_eq!(
+            norm(&[
+                "liteship",
+                "restore",
+                "-if-db-not-exists",
+                "-if-replica-exists",
+                "-o",
+                "/db",
+                "-config=/etc/l.yml",
+                "/db"
+            ]),
+            vec![
+                "liteship",
+                "restore",
+                "--if-db-not-exists",
+                "--if-replica-exists",
+                "-o",
+                "/db",
+                "--config=/etc/l.yml",
+                "/db"
+            ]
+        );
+        assert_eq!(
+            norm(&["x", "-timestamp", "2026-01-01T00:00:00Z"])[1],
+            "--timestamp"
+        );
+        assert_eq!(
+            norm(&["x", "--force", "-f", "--", "-exec"]),
+            vec!["x", "--force", "-f", "--", "-exec"]
+        );
+    }
+
+    #[test]
+    fn parses_a_litestream_restore_line() {
+        let cli = Cli::parse_from(normalize_args(
+            [
+                "liteship",
+                "restore",
+                "-if-db-not-exists",
+                "-if-replica-exists",
+                "-txid",
+                "0000000000000002",
+                "-o",
+                "/out.db",
+                "s3://b/db",
+            ]
+            .map(OsString::from),
+        ));
+        let Command::Restore(r) = cli.command else {
+            panic!()
+        };
+        assert!(r.if_db_not_exists && r.if_replica_exists);
+        assert_eq!(r.txid.as_deref(), Some("0000000000000002"));
+        assert_eq!(r.output, Some(PathBuf::from("/out.db")));
+    }
+}

@@ -1,0 +1,49 @@
+//! The subcommands: turn validated arguments and config into library calls, print results.
+
+pub mod restore;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
+use crate::replica::{ReplicaClient, ReplicaUrl, file::FileReplica, s3::S3Replica, s3::S3Tuning};
+
+/// Whether a positional argument is a URL (`scheme://…`) rather than a path.
+pub fn is_url(s: &str) -> bool {
+    s.split_once("://").is_some_and(|(scheme, _)| {
+        !scheme.is_empty()
+            && scheme
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+    })
+}
+
+/// Loads the config named by `-config`, `$LITESTREAM_CONFIG` or the default path.
+pub fn load_config(path: Option<&PathBuf>, no_expand_env: bool) -> anyhow::Result<Config> {
+    let path = path
+        .cloned()
+        .or_else(|| std::env::var_os("LITESTREAM_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_CONFIG_PATH));
+    let cfg = Config::load(&path, no_expand_env)?;
+    for w in &cfg.warnings {
+        tracing::warn!("{w}");
+    }
+    Ok(cfg)
+}
+
+/// Builds the storage client for a replica location.
+pub async fn open_replica(url: &ReplicaUrl) -> anyhow::Result<Arc<dyn ReplicaClient>> {
+    Ok(match url {
+        ReplicaUrl::File { path } => Arc::new(FileReplica::new(path.clone())),
+        ReplicaUrl::S3(cfg) => {
+            let c = S3Replica::new(cfg, &S3Tuning::default())
+                .await
+                .with_context(|| {
+                    format!("configure s3 replica s3://{}/{}", cfg.bucket, cfg.path)
+                })?;
+            Arc::new(c)
+        }
+    })
+}

@@ -1,0 +1,177 @@
+//! `liteship restore`: argument validation and output for [`crate::restore`].
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+
+use super::{is_url, load_config, open_replica};
+use crate::cli::RestoreArgs;
+use crate::config::{apply_s3_env, expand_tilde};
+use crate::replica::ReplicaUrl;
+use crate::restore::{Outcome, Plan, RestoreOptions, Target, restore};
+use crate::timefmt::{format_rfc3339_ms, parse_rfc3339, to_ms};
+
+/// Runs the command; `Ok` carries the exit code of the documented no-op cases too.
+pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
+    if args.follow {
+        bail!(
+            "follow mode (-f) is not supported by liteship; run `liteship replicate` on the primary instead"
+        );
+    }
+    let (url, output) = resolve(&args)?;
+    let mut opts = RestoreOptions::new(output);
+    opts.target = parse_target(&args)?;
+    opts.if_db_not_exists = args.if_db_not_exists;
+    opts.if_replica_exists = args.if_replica_exists;
+    opts.parallelism = args.parallelism.max(1);
+    opts.integrity_check = args.integrity_check.parse().map_err(anyhow::Error::msg)?;
+    opts.dry_run = args.dry_run;
+    opts.force = args.force;
+    opts.owner = args.owner.as_deref().map(parse_owner).transpose()?;
+    opts.mode = args
+        .mode
+        .as_deref()
+        .map(|m| {
+            u32::from_str_radix(m.trim_start_matches("0o"), 8)
+                .with_context(|| format!("invalid -mode {m:?}: give octal digits such as 0640"))
+        })
+        .transpose()?;
+    opts.progress = std::io::stderr().is_terminal() && !args.json;
+    let client = open_replica(&url).await?;
+    let location = client.location();
+    tracing::info!(replica = %location, output = %opts.output.display(), "restoring");
+    match restore(client, &opts).await? {
+        Outcome::SkippedDbExists => {
+            tracing::info!(path = %opts.output.display(), "database already exists, skipping");
+            Ok(ExitCode::SUCCESS)
+        }
+        Outcome::NoBackups => {
+            tracing::info!(replica = %location, "no matching backups found");
+            Ok(ExitCode::SUCCESS)
+        }
+        Outcome::DryRun(plan) => {
+            print_plan(&plan, args.json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Outcome::Restored(r) => {
+            tracing::info!(
+                path = %opts.output.display(), txid = format!("{:016x}", r.txid), files = r.files,
+                bytes = r.bytes, db_size = r.db_size, elapsed_ms = r.duration.as_millis() as u64,
+                "restore complete"
+            );
+            if args.json {
+                let v = serde_json::json!({
+                    "db_path": opts.output,
+                    "replica": location,
+                    "txid": format!("{:016x}", r.txid),
+                    "duration_ms": r.duration.as_millis() as u64,
+                    "integrity_check": opts.integrity_check.name(),
+                });
+                println!("{v}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// URL mode (`-o` required, no `-config`) or config mode (the argument is a db path).
+fn resolve(args: &RestoreArgs) -> anyhow::Result<(ReplicaUrl, PathBuf)> {
+    if is_url(&args.target) {
+        if args.common.config.is_some() {
+            bail!("cannot specify a replica URL and the -config flag together");
+        }
+        let output = args
+            .output
+            .clone()
+            .context("-o PATH is required when restoring from a replica URL")?;
+        let mut url = ReplicaUrl::parse(&args.target)?;
+        if let ReplicaUrl::S3(c) = &mut url {
+            apply_s3_env(c);
+        }
+        return Ok((url, output));
+    }
+    let db = args
+        .target
+        .trim_start_matches("sqlite3://")
+        .trim_start_matches("sqlite://");
+    let db = expand_tilde(db);
+    let cfg = load_config(args.common.config.as_ref(), args.common.no_expand_env)?;
+    let dbc = cfg.find_db(&db).with_context(|| {
+        format!(
+            "database {} is not in the config; check its path: entry",
+            db.display()
+        )
+    })?;
+    Ok((
+        dbc.replica.url.clone(),
+        args.output.clone().unwrap_or_else(|| dbc.path.clone()),
+    ))
+}
+
+fn parse_target(args: &RestoreArgs) -> anyhow::Result<Target> {
+    if let Some(t) = &args.txid {
+        if t.len() != 16 || !t.chars().all(|c| c.is_ascii_hexdigit()) {
+            bail!(
+                "invalid txid format {t:?}: -txid takes exactly 16 hex digits, e.g. 0000000000000002"
+            );
+        }
+        return Ok(Target::Txid(u64::from_str_radix(t, 16)?));
+    }
+    if let Some(ts) = &args.timestamp {
+        let t = parse_rfc3339(ts).with_context(|| {
+            format!("invalid -timestamp {ts:?}: use RFC 3339, e.g. 2026-11-27T07:39:53Z")
+        })?;
+        return Ok(Target::Timestamp(t));
+    }
+    Ok(Target::Latest)
+}
+
+fn parse_owner(s: &str) -> anyhow::Result<(u32, Option<u32>)> {
+    let bad = || format!("invalid -owner {s:?}: use numeric UID or UID:GID, e.g. 1000:1000");
+    let (u, g) = match s.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (s, None),
+    };
+    let uid = u.parse().with_context(bad)?;
+    let gid = g.map(str::parse).transpose().with_context(bad)?;
+    Ok((uid, gid))
+}
+
+fn print_plan(plan: &Plan, json: bool) {
+    if json {
+        let files: Vec<_> = plan
+            .files
+            .iter()
+            .map(|f| {
+                serde_json::json!({
+                    "level": f.level, "min_txid": format!("{:016x}", f.min_txid),
+                    "max_txid": format!("{:016x}", f.max_txid), "size": f.size,
+                    "created_at": format_rfc3339_ms(to_ms(f.created_at)),
+                })
+            })
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({ "txid": format!("{:016x}", plan.txid()), "files": files })
+        );
+        return;
+    }
+    println!("{:<5} {:<37} {:>12}  CREATED", "LEVEL", "FILE", "SIZE");
+    for f in &plan.files {
+        println!(
+            "{:<5} {:<37} {:>12}  {}",
+            f.level,
+            f.name(),
+            f.size,
+            format_rfc3339_ms(to_ms(f.created_at))
+        );
+    }
+    println!(
+        "restores to txid {:016x} from {} files, {} bytes",
+        plan.txid(),
+        plan.files.len(),
+        plan.total_size()
+    );
+}

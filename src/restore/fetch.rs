@@ -1,0 +1,173 @@
+//! Parallel ranged downloads delivered in order.
+//!
+//! The plan's files are cut into chunks of at most `chunk_size` bytes. Up to `parallelism`
+//! chunks are downloaded at once (`buffered` keeps their order), and each finished chunk is
+//! handed to the applier through a small bounded channel. Memory is therefore bounded by
+//! about `(parallelism + CHANNEL_DEPTH) * chunk_size`, whatever the database size.
+//!
+//! A response body that breaks off is resumed with a new ranged GET from the byte where it
+//! stopped, with backoff ([`Backoff::RESUME`]); the S3 SDK retries the requests themselves.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use futures::StreamExt;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+
+use crate::replica::{LtxFileInfo, ReplicaClient, StorageError};
+use crate::retry::{Backoff, is_retryable};
+
+/// Finished chunks waiting for the applier.
+const CHANNEL_DEPTH: usize = 2;
+
+/// One byte range of one plan file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkSpec {
+    /// Index of the file in the plan.
+    pub file: usize,
+    pub level: u8,
+    pub min_txid: u64,
+    pub max_txid: u64,
+    pub offset: u64,
+    pub len: u64,
+}
+
+/// A downloaded chunk, or the error that stopped the downloads.
+pub type ChunkResult = Result<(ChunkSpec, Bytes), StorageError>;
+
+/// Cuts every file into ranges of at most `chunk_size` bytes, in plan order.
+pub fn chunk_specs(files: &[LtxFileInfo], chunk_size: u64) -> Vec<ChunkSpec> {
+    let mut out = Vec::new();
+    for (i, f) in files.iter().enumerate() {
+        let mut off = 0;
+        while off < f.size {
+            let len = chunk_size.min(f.size - off);
+            out.push(ChunkSpec {
+                file: i,
+                level: f.level,
+                min_txid: f.min_txid,
+                max_txid: f.max_txid,
+                offset: off,
+                len,
+            });
+            off += len;
+        }
+    }
+    out
+}
+
+/// Starts the downloads; chunks arrive on the returned channel in plan order. The task
+/// stops at the first error (which it sends) or when the receiver is dropped.
+pub fn spawn_fetcher(
+    client: Arc<dyn ReplicaClient>,
+    specs: Vec<ChunkSpec>,
+    parallelism: usize,
+) -> mpsc::Receiver<ChunkResult> {
+    let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+    tokio::spawn(async move {
+        let mut stream = futures::stream::iter(specs)
+            .map(|spec| {
+                let client = client.clone();
+                async move {
+                    let data = fetch_chunk(client.as_ref(), &spec, &Backoff::RESUME).await?;
+                    Ok((spec, data))
+                }
+            })
+            .buffered(parallelism.max(1));
+        while let Some(item) = stream.next().await {
+            let failed = item.is_err();
+            if tx.send(item).await.is_err() || failed {
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Downloads one range, resuming from the current offset when the body breaks off.
+pub async fn fetch_chunk(
+    client: &dyn ReplicaClient,
+    spec: &ChunkSpec,
+    backoff: &Backoff,
+) -> Result<Bytes, StorageError> {
+    let key = || client.key(spec.level, spec.min_txid, spec.max_txid);
+    let mut buf = BytesMut::with_capacity(spec.len as usize);
+    let mut attempt = 0;
+    loop {
+        let got = buf.len() as u64;
+        let res = read_range(client, spec, got, &mut buf).await;
+        let err = match res {
+            Ok(()) if buf.len() as u64 == spec.len => return Ok(buf.freeze()),
+            Ok(()) => StorageError::Other {
+                op: "read",
+                key: key(),
+                message: format!(
+                    "object ended at byte {} of {}; it is shorter than listed (truncated object?)",
+                    spec.offset + buf.len() as u64,
+                    spec.offset + spec.len
+                ),
+            },
+            Err(e) => e,
+        };
+        let progressed = buf.len() as u64 > got;
+        if !is_retryable(&err) || attempt >= backoff.max_retries {
+            return Err(err);
+        }
+        tracing::warn!(key = %key(), offset = spec.offset + buf.len() as u64, error = %err, "download interrupted; resuming");
+        tokio::time::sleep(backoff.delay_random(attempt)).await;
+        // A stream that made progress before breaking gets a fresh set of retries.
+        attempt = if progressed { 0 } else { attempt + 1 };
+    }
+}
+
+async fn read_range(
+    client: &dyn ReplicaClient,
+    spec: &ChunkSpec,
+    done: u64,
+    buf: &mut BytesMut,
+) -> Result<(), StorageError> {
+    let want = spec.len - done;
+    let mut r = client
+        .open(
+            spec.level,
+            spec.min_txid,
+            spec.max_txid,
+            spec.offset + done,
+            Some(want),
+        )
+        .await?;
+    let mut scratch = vec![0u8; 64 * 1024];
+    loop {
+        let n = r.read(&mut scratch).await.map_err(|e| {
+            StorageError::read(client.key(spec.level, spec.min_txid, spec.max_txid), e)
+        })?;
+        if n == 0 {
+            return Ok(());
+        }
+        let room = (spec.len as usize).saturating_sub(buf.len());
+        buf.extend_from_slice(&scratch[..n.min(room)]);
+        if buf.len() as u64 >= spec.len {
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_cover_every_byte_in_order() {
+        let mk = |min, size| LtxFileInfo {
+            level: 0,
+            min_txid: min,
+            max_txid: min,
+            size,
+            created_at: std::time::UNIX_EPOCH,
+        };
+        let specs = chunk_specs(&[mk(1, 10), mk(2, 3), mk(3, 0)], 4);
+        let got: Vec<_> = specs.iter().map(|s| (s.file, s.offset, s.len)).collect();
+        assert_eq!(got, vec![(0, 0, 4), (0, 4, 4), (0, 8, 2), (1, 0, 3)]);
+    }
+}

@@ -1,0 +1,272 @@
+//! Point-in-time restore of a database from a replica.
+//!
+//! - [`plan`]: pure planner (listings + target -> ordered files);
+//! - [`fetch`]: parallel ranged downloads with bounded memory, resumed when they break off;
+//! - [`apply`]: decoding, verification and positional writes into `<out>.tmp`;
+//! - [`output`]: output-path checks, integrity check, ownership, atomic publish.
+//!
+//! Invariant: nothing at the output path changes unless every file verified, the page merge
+//! checked out, the integrity check passed and the temp file was fsynced; then one rename.
+
+pub mod apply;
+pub mod fetch;
+pub mod output;
+pub mod plan;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use futures::StreamExt;
+
+use crate::replica::{LtxFileInfo, MAX_LEVEL, ReplicaClient, StorageError};
+pub use output::IntegrityCheck;
+pub use plan::{Plan, PlanError, Target};
+
+/// Default number of concurrent ranged downloads.
+pub const DEFAULT_PARALLELISM: usize = 8;
+/// Size of one ranged download. With the default parallelism this bounds the download
+/// buffers to about 20 MiB.
+pub const DEFAULT_CHUNK_SIZE: u64 = 2 * 1024 * 1024;
+/// Concurrent HEAD requests when a timestamp restore reads creation times.
+const HEAD_CONCURRENCY: usize = 32;
+
+/// Why a restore failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// A replica file failed verification.
+    #[error("corrupt replica file {key}: {reason}")]
+    Corrupt { key: String, reason: String },
+    /// The files verified one by one but do not add up to a database.
+    #[error("inconsistent replica: {0}")]
+    Inconsistent(String),
+    /// The output path is not usable.
+    #[error("cannot restore to {path}: {reason}")]
+    Output { path: String, reason: String },
+    #[error("restored database failed the integrity check and was deleted: {reason}")]
+    IntegrityCheck { reason: String },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl RestoreError {
+    pub(crate) fn io(op: &'static str, path: &Path, source: std::io::Error) -> Self {
+        RestoreError::Io {
+            op,
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+/// How to restore.
+#[derive(Debug, Clone)]
+pub struct RestoreOptions {
+    pub output: PathBuf,
+    pub target: Target,
+    pub if_db_not_exists: bool,
+    pub if_replica_exists: bool,
+    pub parallelism: usize,
+    pub chunk_size: u64,
+    pub integrity_check: IntegrityCheck,
+    pub dry_run: bool,
+    pub force: bool,
+    pub owner: Option<(u32, Option<u32>)>,
+    pub mode: Option<u32>,
+    /// Report progress (bytes, files, rate) to stderr.
+    pub progress: bool,
+}
+
+impl RestoreOptions {
+    /// Options for restoring to `output` (made absolute) with the defaults.
+    pub fn new(output: impl Into<PathBuf>) -> Self {
+        let output = output.into();
+        RestoreOptions {
+            output: std::path::absolute(&output).unwrap_or(output),
+            target: Target::Latest,
+            if_db_not_exists: false,
+            if_replica_exists: false,
+            parallelism: DEFAULT_PARALLELISM,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            integrity_check: IntegrityCheck::Quick,
+            dry_run: false,
+            force: false,
+            owner: None,
+            mode: None,
+            progress: false,
+        }
+    }
+}
+
+/// What a restore did.
+#[derive(Debug)]
+pub enum Outcome {
+    Restored(Report),
+    /// `-if-db-not-exists` and the database exists.
+    SkippedDbExists,
+    /// `-if-replica-exists` and there is nothing to restore.
+    NoBackups,
+    /// `-dry-run`: the plan that would be applied.
+    DryRun(Plan),
+}
+
+/// A completed restore.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub txid: u64,
+    pub files: usize,
+    pub bytes: u64,
+    pub db_size: u64,
+    pub duration: Duration,
+}
+
+/// Restores the replica behind `client` according to `opts`.
+pub async fn restore(
+    client: Arc<dyn ReplicaClient>,
+    opts: &RestoreOptions,
+) -> Result<Outcome, RestoreError> {
+    let started = Instant::now();
+    if opts.if_db_not_exists && output::has_database(&opts.output) {
+        return Ok(Outcome::SkippedDbExists);
+    }
+    if !opts.dry_run {
+        output::check_output(&opts.output, opts.force)?;
+    }
+    let levels = list_levels(client.as_ref(), &opts.target).await?;
+    let plan = match plan::plan(&levels, &opts.target) {
+        Err(PlanError::NoBackups) if opts.if_replica_exists => return Ok(Outcome::NoBackups),
+        Err(e) => return Err(e.into()),
+        Ok(p) => p,
+    };
+    if opts.dry_run {
+        return Ok(Outcome::DryRun(plan));
+    }
+    let (tmp, file) = output::create_tmp(&opts.output)?;
+    let res = write_and_publish(client, opts, &plan, &tmp, file).await;
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    let applied = res?;
+    Ok(Outcome::Restored(Report {
+        txid: applied.txid,
+        files: plan.files.len(),
+        bytes: plan.total_size(),
+        db_size: u64::from(applied.commit) * u64::from(applied.page_size),
+        duration: started.elapsed(),
+    }))
+}
+
+async fn write_and_publish(
+    client: Arc<dyn ReplicaClient>,
+    opts: &RestoreOptions,
+    plan: &Plan,
+    tmp: &Path,
+    file: std::fs::File,
+) -> Result<apply::Applied, RestoreError> {
+    let keys: Vec<String> = plan
+        .files
+        .iter()
+        .map(|f| client.key(f.level, f.min_txid, f.max_txid))
+        .collect();
+    let specs = fetch::chunk_specs(&plan.files, opts.chunk_size);
+    let mut rx = fetch::spawn_fetcher(client, specs, opts.parallelism);
+    let files = plan.files.clone();
+    let total = plan.total_size();
+    let show = opts.progress;
+    let (tmp_owned, out, check) = (tmp.to_path_buf(), opts.output.clone(), opts.integrity_check);
+    let (owner, mode) = (opts.owner, opts.mode);
+    let applied = tokio::task::spawn_blocking(move || -> Result<apply::Applied, RestoreError> {
+        let mut meter = ProgressMeter::new(show, files.len(), total);
+        let applied = apply::apply(&files, &keys, &mut rx, &file, &mut |n, b| {
+            meter.update(n, b)
+        })?;
+        meter.done();
+        drop(rx);
+        file.set_len(u64::from(applied.commit) * u64::from(applied.page_size))
+            .and_then(|()| file.sync_all())
+            .map_err(|e| RestoreError::io("write", &tmp_owned, e))?;
+        drop(file);
+        output::integrity_check(&tmp_owned, check)?;
+        output::set_owner_and_mode(&tmp_owned, &out, owner, mode)?;
+        Ok(applied)
+    })
+    .await
+    .map_err(|e| RestoreError::Inconsistent(format!("restore task failed: {e}")))??;
+    output::publish(tmp, &opts.output, opts.force)?;
+    Ok(applied)
+}
+
+/// Lists levels 0..=9 concurrently; for a timestamp target, replaces each creation time by
+/// the one recorded at write time (S3 metadata), as Litestream does.
+pub async fn list_levels(
+    client: &dyn ReplicaClient,
+    target: &Target,
+) -> Result<Vec<Vec<LtxFileInfo>>, StorageError> {
+    let lists = futures::future::join_all((0..=MAX_LEVEL).map(|l| client.list(l))).await;
+    let mut levels: Vec<Vec<LtxFileInfo>> = lists.into_iter().collect::<Result<_, _>>()?;
+    if let Target::Timestamp(_) = target {
+        for files in &mut levels {
+            let times: Vec<Result<SystemTime, StorageError>> = futures::stream::iter(files.iter())
+                .map(|f| client.created_at(f.level, f.min_txid, f.max_txid))
+                .buffered(HEAD_CONCURRENCY)
+                .collect()
+                .await;
+            for (f, t) in files.iter_mut().zip(times) {
+                f.created_at = t?;
+            }
+        }
+    }
+    Ok(levels)
+}
+
+/// Progress on stderr, at most twice a second, only when asked (stderr is a terminal).
+struct ProgressMeter {
+    enabled: bool,
+    files: usize,
+    total: u64,
+    start: Instant,
+    last: Instant,
+}
+
+impl ProgressMeter {
+    fn new(enabled: bool, files: usize, total: u64) -> Self {
+        let now = Instant::now();
+        ProgressMeter {
+            enabled,
+            files,
+            total,
+            start: now,
+            last: now,
+        }
+    }
+
+    fn update(&mut self, files_done: usize, bytes: u64) {
+        if !self.enabled || self.last.elapsed() < Duration::from_millis(500) {
+            return;
+        }
+        self.last = Instant::now();
+        let secs = self.start.elapsed().as_secs_f64().max(0.001);
+        eprint!(
+            "\rrestoring: {:.1}/{:.1} MiB, {files_done}/{} files, {:.1} MiB/s   ",
+            bytes as f64 / 1048576.0,
+            self.total as f64 / 1048576.0,
+            self.files,
+            bytes as f64 / 1048576.0 / secs
+        );
+    }
+
+    fn done(&self) {
+        if self.enabled {
+            eprintln!();
+        }
+    }
+}
