@@ -170,12 +170,12 @@ impl S3Replica {
             }
             SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => StorageError::Unreachable {
                 endpoint: self.endpoint.clone(),
-                message: DisplayErrorContext(&err).to_string(),
+                message: error_chain(&err),
             },
             _ => StorageError::Other {
                 op,
                 key: key.into(),
-                message: DisplayErrorContext(&err).to_string(),
+                message: error_chain(&err),
             },
         }
     }
@@ -311,6 +311,20 @@ impl S3Replica {
         }
         Ok(parts)
     }
+}
+
+/// "outer: inner: root cause", each distinct message once (no Debug dumps).
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        let msg = e.to_string();
+        if !parts.iter().any(|p| p.contains(&msg)) {
+            parts.push(msg);
+        }
+        cur = e.source();
+    }
+    parts.join(": ")
 }
 
 /// The HTTPS client: native roots plus the PEM bundle of `ca_bundle`, if any.

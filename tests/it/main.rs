@@ -2,5 +2,8 @@
 
 mod conformance;
 mod oracle_ltx;
+mod restore_compat;
+mod restore_errors;
+mod restore_faults;
 mod s3_errors;
 mod support;

@@ -2,6 +2,8 @@
 //! Test fixtures shared by every integration test: a real S3-compatible server, the real
 //! Litestream binaries, and SQLite helpers.
 
+pub mod cli;
+pub mod faults;
 pub mod garage;
 pub mod oracle;
 pub mod s3;

@@ -139,6 +139,16 @@ impl Drop for Running {
 
 /// Writes a litestream.yml for one database with fast intervals, returns its path.
 pub fn write_config(dir: &Path, db: &Path, target: Target<'_>) -> PathBuf {
+    write_config_with(dir, db, target, "")
+}
+
+/// Settings that make Litestream compact every second and drop compacted level-0 files
+/// after two seconds, so tests see replicas whose early history lives only in level 1.
+pub const FAST_COMPACTION: &str =
+    "levels:\n  - interval: 1s\nl0-retention: 2s\nl0-retention-check-interval: 1s\n";
+
+/// Like [`write_config`] with extra top-level YAML.
+pub fn write_config_with(dir: &Path, db: &Path, target: Target<'_>, global: &str) -> PathBuf {
     let replica = match target {
         Target::File(p) => format!("      type: file\n      path: {}\n", p.display()),
         Target::S3(c) => format!(
@@ -152,7 +162,7 @@ pub fn write_config(dir: &Path, db: &Path, target: Target<'_>) -> PathBuf {
         ),
     };
     let yml = format!(
-        "dbs:\n  - path: {}\n    monitor-interval: 100ms\n    replica:\n      sync-interval: 100ms\n{replica}",
+        "{global}dbs:\n  - path: {}\n    monitor-interval: 100ms\n    replica:\n      sync-interval: 100ms\n{replica}",
         db.display()
     );
     let path = dir.join("litestream.yml");

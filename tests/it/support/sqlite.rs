@@ -30,3 +30,10 @@ pub fn integrity_check(path: &Path) -> String {
     c.query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap()
 }
+
+/// `<db><suffix>`, e.g. the `-wal` file.
+pub fn sidecar(db: &Path, suffix: &str) -> std::path::PathBuf {
+    let mut s = db.as_os_str().to_owned();
+    s.push(suffix);
+    s.into()
+}

@@ -1,0 +1,133 @@
+//! A fault-injecting `ReplicaClient` wrapper: bodies break off after some bytes, and the
+//! number of downloads in flight is recorded.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::SystemTime;
+
+use async_trait::async_trait;
+use liteship::replica::{Body, ByteReader, LtxFileInfo, ReplicaClient, StorageError};
+use tokio::io::{AsyncRead, ReadBuf};
+
+#[derive(Debug)]
+pub struct Flaky<C> {
+    pub inner: C,
+    /// How many more opened bodies will break off.
+    pub breaks_left: AtomicUsize,
+    /// Bytes a breaking body delivers before the error.
+    pub break_after: usize,
+    pub in_flight: Arc<AtomicUsize>,
+    pub max_in_flight: Arc<AtomicUsize>,
+    pub opens: AtomicUsize,
+}
+
+impl<C> Flaky<C> {
+    pub fn new(inner: C, breaks: usize, break_after: usize) -> Self {
+        Flaky {
+            inner,
+            breaks_left: AtomicUsize::new(breaks),
+            break_after,
+            in_flight: Arc::default(),
+            max_in_flight: Arc::default(),
+            opens: AtomicUsize::new(0),
+        }
+    }
+}
+
+struct Body2 {
+    inner: ByteReader,
+    left: Option<usize>,
+    in_flight: Arc<AtomicUsize>,
+}
+
+impl Drop for Body2 {
+    fn drop(&mut self) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl AsyncRead for Body2 {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if self.left == Some(0) {
+            return Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "injected: connection reset",
+            )));
+        }
+        let cap = self
+            .left
+            .map_or(buf.remaining(), |l| l.min(buf.remaining()));
+        let mut limited = buf.take(cap);
+        let res = self.inner.as_mut().poll_read(cx, &mut limited);
+        let n = limited.filled().len();
+        // SAFETY: `limited` wrote n initialized bytes into buf's unfilled region.
+        unsafe { buf.assume_init(n) };
+        buf.advance(n);
+        if let Some(l) = self.left.as_mut() {
+            *l -= n;
+        }
+        res
+    }
+}
+
+#[async_trait]
+impl<C: ReplicaClient> ReplicaClient for Flaky<C> {
+    fn kind(&self) -> &'static str {
+        self.inner.kind()
+    }
+    fn location(&self) -> String {
+        self.inner.location()
+    }
+    fn key(&self, l: u8, a: u64, b: u64) -> String {
+        self.inner.key(l, a, b)
+    }
+    async fn list(&self, level: u8) -> Result<Vec<LtxFileInfo>, StorageError> {
+        self.inner.list(level).await
+    }
+    async fn open(
+        &self,
+        l: u8,
+        a: u64,
+        b: u64,
+        off: u64,
+        len: Option<u64>,
+    ) -> Result<ByteReader, StorageError> {
+        self.opens.fetch_add(1, Ordering::SeqCst);
+        let inner = self.inner.open(l, a, b, off, len).await?;
+        let breaking = self
+            .breaks_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        // Hold the stream open a moment so concurrent downloads overlap measurably.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        Ok(Box::pin(Body2 {
+            inner,
+            left: breaking.then_some(self.break_after),
+            in_flight: self.in_flight.clone(),
+        }))
+    }
+    async fn write(
+        &self,
+        l: u8,
+        a: u64,
+        b: u64,
+        body: Body,
+        ts: i64,
+    ) -> Result<LtxFileInfo, StorageError> {
+        self.inner.write(l, a, b, body, ts).await
+    }
+    async fn delete(&self, l: u8, f: &[(u64, u64)]) -> Result<(), StorageError> {
+        self.inner.delete(l, f).await
+    }
+    async fn created_at(&self, l: u8, a: u64, b: u64) -> Result<SystemTime, StorageError> {
+        self.inner.created_at(l, a, b).await
+    }
+}
