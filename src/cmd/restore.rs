@@ -55,6 +55,15 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
             print_plan(&plan, args.json);
             Ok(ExitCode::SUCCESS)
         }
+        Outcome::DryRunV3 { snapshot, segments } => {
+            println!(
+                "Litestream 0.3 replica: generation {} snapshot {:08x}, then {} WAL segments",
+                snapshot.generation,
+                snapshot.index,
+                segments.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Outcome::Restored(r) => {
             tracing::info!(
                 path = %opts.output.display(), txid = format!("{:016x}", r.txid), files = r.files,

@@ -12,7 +12,9 @@ use std::time::SystemTime;
 use async_trait::async_trait;
 use filetime::FileTime;
 
-use super::{Body, ByteReader, LtxFileInfo, ReplicaClient, StorageError, system_time_from_ms};
+use super::{
+    Body, ByteReader, LtxFileInfo, RawEntry, ReplicaClient, StorageError, system_time_from_ms,
+};
 use crate::ltx::{format_file_name, parse_file_name};
 
 /// A replica in a local directory.
@@ -158,6 +160,40 @@ impl ReplicaClient for FileReplica {
         })
         .await
     }
+
+    async fn list_raw(&self, dir: &str) -> Result<Vec<RawEntry>, StorageError> {
+        let dir = self.root.join(dir);
+        blocking(move || list_raw_dir(&dir)).await
+    }
+
+    async fn open_raw(&self, path: &str) -> Result<ByteReader, StorageError> {
+        let path = self.root.join(path);
+        let f = tokio::fs::File::open(&path)
+            .await
+            .map_err(|e| StorageError::io("open", path.display(), e))?;
+        Ok(Box::pin(f))
+    }
+}
+
+fn list_raw_dir(dir: &Path) -> Result<Vec<RawEntry>, StorageError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(StorageError::io("list", dir.display(), e)),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| StorageError::io("list", dir.display(), e))?;
+        let Ok(md) = entry.metadata() else { continue };
+        out.push(RawEntry {
+            name: entry.file_name().to_string_lossy().into_owned(),
+            size: md.len(),
+            modified: md.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+            is_dir: md.is_dir(),
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
 }
 
 fn list_dir(dir: &Path, level: u8) -> Result<Vec<LtxFileInfo>, StorageError> {

@@ -54,6 +54,15 @@ pub enum Body {
     File(PathBuf),
 }
 
+/// An entry of a raw listing (used only for Litestream 0.3's `generations/` layout).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEntry {
+    pub name: String,
+    pub size: u64,
+    pub modified: SystemTime,
+    pub is_dir: bool,
+}
+
 /// A stream of an object's bytes.
 pub type ByteReader = Pin<Box<dyn AsyncRead + Send>>;
 
@@ -105,6 +114,13 @@ pub trait ReplicaClient: Send + Sync + std::fmt::Debug {
         min_txid: u64,
         max_txid: u64,
     ) -> Result<SystemTime, StorageError>;
+
+    /// Lists the entries directly under `dir` (slash-separated, relative to the replica
+    /// root). Only for reading Litestream 0.3 replicas; a missing directory is empty.
+    async fn list_raw(&self, dir: &str) -> Result<Vec<RawEntry>, StorageError>;
+
+    /// Opens the object at `path` (relative to the replica root), for Litestream 0.3 data.
+    async fn open_raw(&self, path: &str) -> Result<ByteReader, StorageError>;
 }
 
 /// Converts LTX header milliseconds to a `SystemTime`.

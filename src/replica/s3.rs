@@ -22,7 +22,8 @@ use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectI
 use aws_smithy_http_client::tls;
 use tokio::io::AsyncReadExt;
 
-use super::{Body, ByteReader, LtxFileInfo, ReplicaClient, S3Config, StorageError};
+use super::url::go_clean;
+use super::{Body, ByteReader, LtxFileInfo, RawEntry, ReplicaClient, S3Config, StorageError};
 use crate::ltx::{format_file_name, parse_file_name};
 use crate::timefmt::{format_rfc3339_ms, parse_rfc3339};
 
@@ -549,5 +550,60 @@ impl ReplicaClient for S3Replica {
             .last_modified()
             .and_then(|t| SystemTime::try_from(*t).ok());
         Ok(from_meta.or(modified).unwrap_or(SystemTime::UNIX_EPOCH))
+    }
+
+    async fn list_raw(&self, dir: &str) -> Result<Vec<RawEntry>, StorageError> {
+        // Litestream 0.3 joined keys with path.Join, which cleans the path.
+        let prefix = format!("{}/", go_clean(&format!("{}/{dir}", self.path)));
+        let mut pages = self
+            .client
+            .list_objects_v2()
+            .bucket(&self.bucket)
+            .prefix(&prefix)
+            .delimiter("/")
+            .into_paginator()
+            .send();
+        let mut out = Vec::new();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|e| self.map_err("list", &prefix, e))?;
+            for p in page.common_prefixes() {
+                if let Some(name) = p.prefix().and_then(|k| k.strip_prefix(prefix.as_str())) {
+                    out.push(RawEntry {
+                        name: name.trim_end_matches('/').to_string(),
+                        size: 0,
+                        modified: SystemTime::UNIX_EPOCH,
+                        is_dir: true,
+                    });
+                }
+            }
+            for obj in page.contents() {
+                if let Some(name) = obj.key().and_then(|k| k.strip_prefix(prefix.as_str())) {
+                    out.push(RawEntry {
+                        name: name.to_string(),
+                        size: obj.size().unwrap_or(0).max(0) as u64,
+                        modified: obj
+                            .last_modified()
+                            .and_then(|t| SystemTime::try_from(*t).ok())
+                            .unwrap_or(SystemTime::UNIX_EPOCH),
+                        is_dir: false,
+                    });
+                }
+            }
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    async fn open_raw(&self, path: &str) -> Result<ByteReader, StorageError> {
+        let key = go_clean(&format!("{}/{path}", self.path));
+        let out = self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .send()
+            .await
+            .map_err(|e| self.map_err("get", &key, e))?;
+        Ok(Box::pin(out.body.into_async_read()))
     }
 }

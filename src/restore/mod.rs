@@ -12,6 +12,7 @@ pub mod apply;
 pub mod fetch;
 pub mod output;
 pub mod plan;
+pub mod v3;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -117,6 +118,11 @@ pub enum Outcome {
     NoBackups,
     /// `-dry-run`: the plan that would be applied.
     DryRun(Plan),
+    /// `-dry-run` on a Litestream 0.3 replica: the snapshot and WAL segments to apply.
+    DryRunV3 {
+        snapshot: v3::Snapshot,
+        segments: Vec<v3::Segment>,
+    },
 }
 
 /// A completed restore.
@@ -142,6 +148,12 @@ pub async fn restore(
         output::check_output(&opts.output, opts.force)?;
     }
     let levels = list_levels(client.as_ref(), &opts.target).await?;
+    if !matches!(opts.target, Target::Txid(_)) {
+        let legacy = v3::list(client.as_ref()).await?;
+        if v3::should_use(&legacy, &levels, &opts.target) {
+            return restore_v3(client.as_ref(), opts, &legacy, started).await;
+        }
+    }
     let plan = match plan::plan(&levels, &opts.target) {
         Err(PlanError::NoBackups) if opts.if_replica_exists => return Ok(Outcome::NoBackups),
         Err(e) => return Err(e.into()),
@@ -163,6 +175,78 @@ pub async fn restore(
         db_size: u64::from(applied.commit) * u64::from(applied.page_size),
         duration: started.elapsed(),
     }))
+}
+
+/// Restores from Litestream 0.3 data (chosen when it is newer than any LTX data).
+async fn restore_v3(
+    client: &dyn ReplicaClient,
+    opts: &RestoreOptions,
+    legacy: &v3::Listing,
+    started: Instant,
+) -> Result<Outcome, RestoreError> {
+    let ts = match opts.target {
+        Target::Timestamp(t) => Some(t),
+        _ => None,
+    };
+    let Some(snap) = legacy.best_snapshot(ts) else {
+        return if opts.if_replica_exists {
+            Ok(Outcome::NoBackups)
+        } else {
+            Err(PlanError::NoBackups.into())
+        };
+    };
+    let segs = legacy.segments_after(snap, ts);
+    if opts.dry_run {
+        return Ok(Outcome::DryRunV3 {
+            snapshot: snap.clone(),
+            segments: segs,
+        });
+    }
+    tracing::info!(generation = %snap.generation, index = snap.index, segments = segs.len(), "restoring from a Litestream 0.3 replica");
+    let (tmp, file) = output::create_tmp(&opts.output)?;
+    let res = async {
+        let applied = v3::apply(client, snap, &segs, &file, &tmp).await?;
+        finalize(&tmp, file, opts).await?;
+        Ok::<_, RestoreError>(applied)
+    }
+    .await;
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    let applied = res?;
+    Ok(Outcome::Restored(Report {
+        txid: 0,
+        files: 1 + segs.len(),
+        bytes: 0,
+        db_size: u64::from(applied.commit) * u64::from(applied.page_size),
+        duration: started.elapsed(),
+    }))
+}
+
+/// fsync, integrity check, owner and mode, then the atomic publish (blocking work on a
+/// blocking thread).
+async fn finalize(
+    tmp: &Path,
+    file: std::fs::File,
+    opts: &RestoreOptions,
+) -> Result<(), RestoreError> {
+    let (tmp_owned, out, check, owner, mode) = (
+        tmp.to_path_buf(),
+        opts.output.clone(),
+        opts.integrity_check,
+        opts.owner,
+        opts.mode,
+    );
+    tokio::task::spawn_blocking(move || {
+        file.sync_all()
+            .map_err(|e| RestoreError::io("fsync", &tmp_owned, e))?;
+        drop(file);
+        output::integrity_check(&tmp_owned, check)?;
+        output::set_owner_and_mode(&tmp_owned, &out, owner, mode)
+    })
+    .await
+    .map_err(|e| RestoreError::Inconsistent(format!("restore task failed: {e}")))??;
+    output::publish(tmp, &opts.output, opts.force)
 }
 
 async fn write_and_publish(

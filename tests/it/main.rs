@@ -5,5 +5,6 @@ mod oracle_ltx;
 mod restore_compat;
 mod restore_errors;
 mod restore_faults;
+mod restore_v3;
 mod s3_errors;
 mod support;

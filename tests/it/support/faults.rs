@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use liteship::replica::{Body, ByteReader, LtxFileInfo, ReplicaClient, StorageError};
+use liteship::replica::{Body, ByteReader, LtxFileInfo, RawEntry, ReplicaClient, StorageError};
 use tokio::io::{AsyncRead, ReadBuf};
 
 #[derive(Debug)]
@@ -129,5 +129,11 @@ impl<C: ReplicaClient> ReplicaClient for Flaky<C> {
     }
     async fn created_at(&self, l: u8, a: u64, b: u64) -> Result<SystemTime, StorageError> {
         self.inner.created_at(l, a, b).await
+    }
+    async fn list_raw(&self, dir: &str) -> Result<Vec<RawEntry>, StorageError> {
+        self.inner.list_raw(dir).await
+    }
+    async fn open_raw(&self, path: &str) -> Result<ByteReader, StorageError> {
+        self.inner.open_raw(path).await
     }
 }
