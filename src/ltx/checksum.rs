@@ -1,22 +1,27 @@
 //! CRC-64/GO-ISO, the checksum of every LTX file (spec 1.5).
 //!
 //! Litestream computes it with Go's `hash/crc64` and the ISO table; every stored checksum has
-//! bit 63 forced on so that a valid checksum is never zero.
+//! bit 63 forced on so that a valid checksum is never zero. The `crc-fast` crate computes the
+//! same catalogue entry with carry-less multiplication (SIMD), an order of magnitude faster
+//! than table lookups; the checksum runs over every byte a restore writes.
 
-use crc::{CRC_64_GO_ISO, Crc, Digest};
+use crc_fast::{CrcAlgorithm, Digest};
 
 /// The bit Litestream ORs into every stored checksum.
 pub const CHECKSUM_FLAG: u64 = 1 << 63;
 
-/// The one CRC-64/GO-ISO instance the codec uses.
-pub static CRC64: Crc<u64> = Crc::<u64>::new(&CRC_64_GO_ISO);
+/// CRC-64/GO-ISO of `bytes` (no flag bit).
+pub fn crc64(bytes: &[u8]) -> u64 {
+    crc_fast::checksum(CrcAlgorithm::Crc64GoIso, bytes)
+}
 
 /// A running file checksum over the bytes of one LTX file.
-pub struct FileHasher(Digest<'static, u64>);
+#[derive(Clone)]
+pub struct FileHasher(Digest);
 
 impl FileHasher {
     pub fn new() -> Self {
-        Self(CRC64.digest())
+        Self(Digest::new(CrcAlgorithm::Crc64GoIso))
     }
 
     pub fn update(&mut self, bytes: &[u8]) {
@@ -38,7 +43,7 @@ impl Default for FileHasher {
 /// The per-page checksum used by the (optional) rolling database checksum:
 /// `CRC64(pgno as u32 BE ‖ page) | 1<<63`.
 pub fn page_checksum(pgno: u32, page: &[u8]) -> u64 {
-    let mut digest = CRC64.digest();
+    let mut digest = Digest::new(CrcAlgorithm::Crc64GoIso);
     digest.update(&pgno.to_be_bytes());
     digest.update(page);
     digest.finalize() | CHECKSUM_FLAG
@@ -50,7 +55,12 @@ mod tests {
 
     #[test]
     fn crc64_go_iso_check_value() {
-        assert_eq!(CRC64.checksum(b"123456789"), 0xb909_56c7_75a4_1001);
+        assert_eq!(crc64(b"123456789"), 0xb909_56c7_75a4_1001);
+        // Split updates give the same result as one pass.
+        let mut h = FileHasher::new();
+        h.update(b"1234");
+        h.update(b"56789");
+        assert_eq!(h.finish(), 0xb909_56c7_75a4_1001 | CHECKSUM_FLAG);
     }
 
     #[test]

@@ -16,7 +16,7 @@ mod header;
 mod lz4frame;
 mod name;
 
-pub use checksum::{CHECKSUM_FLAG, CRC64, FileHasher, page_checksum};
+pub use checksum::{CHECKSUM_FLAG, FileHasher, crc64, page_checksum};
 pub use decoder::{DecodedFile, Decoder, decode_all};
 pub use encoder::Encoder;
 pub use error::LtxError;

@@ -128,26 +128,16 @@ async fn read_range(
     buf: &mut BytesMut,
 ) -> Result<(), StorageError> {
     let want = spec.len - done;
-    let mut r = client
-        .open(
-            spec.level,
-            spec.min_txid,
-            spec.max_txid,
-            spec.offset + done,
-            Some(want),
-        )
+    let r = client
+        .open(spec.level, spec.min_txid, spec.max_txid, spec.offset + done, Some(want))
         .await?;
-    let mut scratch = vec![0u8; 64 * 1024];
+    // Never read past the range, even if a backend sends more.
+    let mut r = r.take(want);
     loop {
-        let n = r.read(&mut scratch).await.map_err(|e| {
+        let n = r.read_buf(buf).await.map_err(|e| {
             StorageError::read(client.key(spec.level, spec.min_txid, spec.max_txid), e)
         })?;
-        if n == 0 {
-            return Ok(());
-        }
-        let room = (spec.len as usize).saturating_sub(buf.len());
-        buf.extend_from_slice(&scratch[..n.min(room)]);
-        if buf.len() as u64 >= spec.len {
+        if n == 0 || buf.len() as u64 >= spec.len {
             return Ok(());
         }
     }

@@ -27,8 +27,8 @@ pub use plan::{Plan, PlanError, Target};
 /// Default number of concurrent ranged downloads.
 pub const DEFAULT_PARALLELISM: usize = 8;
 /// Size of one ranged download. With the default parallelism this bounds the download
-/// buffers to about 20 MiB.
-pub const DEFAULT_CHUNK_SIZE: u64 = 2 * 1024 * 1024;
+/// buffers to about 10 MiB.
+pub const DEFAULT_CHUNK_SIZE: u64 = 1024 * 1024;
 /// Concurrent HEAD requests when a timestamp restore reads creation times.
 const HEAD_CONCURRENCY: usize = 32;
 
@@ -170,8 +170,8 @@ pub async fn restore(
     let applied = res?;
     Ok(Outcome::Restored(Report {
         txid: applied.txid,
-        files: plan.files.len(),
-        bytes: plan.total_size(),
+        files: plan.effective_files().len(),
+        bytes: plan.effective_files().iter().map(|f| f.size).sum(),
         db_size: u64::from(applied.commit) * u64::from(applied.page_size),
         duration: started.elapsed(),
     }))

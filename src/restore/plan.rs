@@ -36,6 +36,14 @@ impl Plan {
     pub fn total_size(&self) -> u64 {
         self.files.iter().map(|f| f.size).sum()
     }
+
+    /// The files that contribute to the result: those from the last snapshot (MinTXID 1) of
+    /// the plan on. A snapshot replaces every page, so files before it need not be fetched.
+    /// (Litestream's plans often hold two full images, e.g. L9 `1-1` then L1 `1-N`.)
+    pub fn effective_files(&self) -> &[LtxFileInfo] {
+        let start = self.files.iter().rposition(|f| f.min_txid == 1).unwrap_or(0);
+        &self.files[start..]
+    }
 }
 
 /// Why no plan exists.
@@ -317,6 +325,15 @@ mod tests {
             plan(&levels(&[]), &Target::Latest),
             Err(PlanError::NoBackups)
         );
+    }
+
+    #[test]
+    fn effective_files_start_at_the_last_snapshot() {
+        let l = levels(&[f(9, 1, 1, 1), f(1, 1, 3, 3), f(0, 4, 4, 4)]);
+        let p = plan(&l, &Target::Latest).unwrap();
+        assert_eq!(p.files.len(), 3);
+        let eff: Vec<_> = p.effective_files().iter().map(|x| (x.level, x.min_txid)).collect();
+        assert_eq!(eff, vec![(1, 1), (0, 4)]);
     }
 
     #[test]

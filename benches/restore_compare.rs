@@ -1,0 +1,180 @@
+//! Restore benchmark: a ~1 GiB database replicated to the local S3 server by Litestream
+//! 0.5.17, restored by Litestream 0.5.17 and by liteship in the same run, with wall time
+//! and peak RSS of each process, plus the machine's limit: a plain GET of the same objects
+//! written to a file (one stream, and `parallelism` ranged streams).
+//!
+//! Run: `cargo bench --bench restore_compare` (`BENCH_DB_MB` sets the size, default 1024).
+//! Results are recorded in BENCHMARKS.md by hand.
+
+#[path = "../tests/it/support/mod.rs"]
+#[allow(dead_code)]
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use liteship::replica::ReplicaClient;
+use liteship::restore::{Target, list_levels, plan::plan};
+use support::oracle::{Litestream, Target as LsTarget, write_config};
+use support::s3::TestBucket;
+
+struct Run {
+    wall: Duration,
+    max_rss_kib: i64,
+}
+
+/// Runs a command and reads its peak RSS with wait4.
+fn measure(mut cmd: Command) -> Run {
+    let start = Instant::now();
+    let child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let pid = child.id() as i32;
+    let mut status = 0;
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: pid is our child; status and ru are valid out-pointers.
+    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    let wall = start.elapsed();
+    assert_eq!(r, pid);
+    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "command failed: {cmd:?}");
+    Run { wall, max_rss_kib: ru.ru_maxrss }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    use std::io::Read;
+    let (mut fa, mut fb) = (std::fs::File::open(a).unwrap(), std::fs::File::open(b).unwrap());
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    loop {
+        let na = fa.read(&mut ba).unwrap();
+        let mut nb = 0;
+        while nb < na {
+            let k = fb.read(&mut bb[nb..na]).unwrap();
+            if k == 0 {
+                return false;
+            }
+            nb += k;
+        }
+        if na == 0 {
+            return fb.read(&mut bb).unwrap() == 0;
+        }
+        if ba[..na] != bb[..na] {
+            return false;
+        }
+    }
+}
+
+fn build_db(path: &Path, mb: u64) {
+    let c = rusqlite::Connection::open(path).unwrap();
+    let rows = mb * 1024 * 1024 / 1100;
+    c.execute_batch(&format!(
+        "PRAGMA journal_mode=WAL; PRAGMA synchronous=OFF;
+         CREATE TABLE t(id INTEGER PRIMARY KEY, name TEXT, body TEXT);
+         INSERT INTO t(name, body) SELECT 'row-' || i, hex(randomblob(250)) || printf('%0500d', i)
+           FROM (WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i+1 FROM n WHERE i < {rows}) SELECT i FROM n);
+         CREATE INDEX t_name ON t(name);
+         PRAGMA wal_checkpoint(TRUNCATE);"
+    ))
+    .unwrap();
+}
+
+async fn baseline(tb: &TestBucket, parallel: usize, out: &Path) -> Duration {
+    let levels = list_levels(&tb.replica, &Target::Latest).await.unwrap();
+    let p = plan(&levels, &Target::Latest).unwrap();
+    let start = Instant::now();
+    let file = std::fs::File::create(out).unwrap();
+    let mut written = 0u64;
+    for f in &p.files {
+        let specs = liteship::restore::fetch::chunk_specs(std::slice::from_ref(f), if parallel == 1 { u64::MAX } else { 2 << 20 });
+        use futures::StreamExt;
+        let mut chunks = futures::stream::iter(specs)
+            .map(|s| async move { liteship::restore::fetch::fetch_chunk(&tb.replica, &s, &liteship::retry::Backoff::RESUME).await.unwrap() })
+            .buffered(parallel);
+        while let Some(b) = chunks.next().await {
+            std::os::unix::fs::FileExt::write_all_at(&file, &b, written).unwrap();
+            written += b.len() as u64;
+        }
+    }
+    file.sync_all().unwrap();
+    start.elapsed()
+}
+
+#[tokio::main]
+async fn main() {
+    let mb: u64 = std::env::var("BENCH_DB_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(1024);
+    let dir = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string())).unwrap();
+    let db = dir.path().join("app.db");
+    eprintln!("building a {mb} MiB database...");
+    build_db(&db, mb);
+    let db_size = std::fs::metadata(&db).unwrap().len();
+    let tb = TestBucket::new().await;
+    let ls = Litestream::v0_5_17();
+    eprintln!("litestream 0.5.17 replicating to garage...");
+    let running = ls.replicate(&write_config(dir.path(), &db, LsTarget::S3(&tb.config)));
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        if !tb.replica.list(0).await.unwrap().is_empty() {
+            break;
+        }
+    }
+    let c = rusqlite::Connection::open(&db).unwrap();
+    for i in 0..20 {
+        c.execute("UPDATE t SET body = hex(randomblob(300)) WHERE id % 50 = ?1", [i]).unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(c);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    running.stop();
+    let levels = list_levels(&tb.replica, &Target::Latest).await.unwrap();
+    let p = plan(&levels, &Target::Latest).unwrap();
+    eprintln!("plan: {} files, {} bytes", p.files.len(), p.total_size());
+
+    let url = tb.url();
+    let creds = |cmd: &mut Command| {
+        cmd.env("AWS_ACCESS_KEY_ID", tb.config.access_key_id.as_deref().unwrap())
+            .env("AWS_SECRET_ACCESS_KEY", tb.config.secret_access_key.as_deref().unwrap())
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_CA_BUNDLE");
+    };
+    let mut rows = Vec::new();
+    for round in 0..2 {
+        for (i, (name, check)) in [("litestream 0.5.17", ""), ("liteship", "none"), ("liteship (quick_check)", "quick")].into_iter().enumerate() {
+            let out = dir.path().join(format!("out-{round}-{i}.db"));
+            let mut cmd = if check.is_empty() {
+                let mut c = Command::new(&ls.bin);
+                c.args(["restore", "-o", out.to_str().unwrap(), &url]);
+                c
+            } else {
+                let mut c = Command::new(env!("CARGO_BIN_EXE_liteship"));
+                c.args(["restore", "-integrity-check", check, "-o", out.to_str().unwrap(), &url]);
+                c
+            };
+            creds(&mut cmd);
+            let r = measure(cmd);
+            eprintln!("{name}: {:.2}s, {} MiB peak RSS", r.wall.as_secs_f64(), r.max_rss_kib / 1024);
+            rows.push((round, name, r));
+        }
+        // Compared in chunks: holding the files in memory would inflate the RSS that the
+        // next forked child starts with.
+        assert!(same_file(&dir.path().join(format!("out-{round}-0.db")), &dir.path().join(format!("out-{round}-1.db"))), "restored databases differ");
+        for f in std::fs::read_dir(dir.path()).unwrap() {
+            let p = f.unwrap().path();
+            if p.file_name().unwrap().to_string_lossy().starts_with("out-") {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+    }
+    let one = baseline(&tb, 1, &dir.path().join("plain1")).await;
+    let _ = std::fs::remove_file(dir.path().join("plain1"));
+    let eight = baseline(&tb, 8, &dir.path().join("plain8")).await;
+    println!("\n| run | tool | wall (s) | peak RSS (MiB) |\n|---|---|---|---|");
+    for (round, name, r) in &rows {
+        println!("| {} | {name} | {:.2} | {} |", round + 1, r.wall.as_secs_f64(), r.max_rss_kib / 1024);
+    }
+    println!(
+        "\nDatabase {:.0} MiB; plan {} files, {:.0} MiB. Machine limit (GET + write, in process): one stream {:.2} s, 8 ranged streams {:.2} s.",
+        db_size as f64 / 1048576.0,
+        p.files.len(),
+        p.total_size() as f64 / 1048576.0,
+        one.as_secs_f64(),
+        eight.as_secs_f64()
+    );
+}
