@@ -7,7 +7,6 @@
 //! Results are recorded in BENCHMARKS.md by hand.
 
 #[path = "../tests/it/support/mod.rs"]
-#[allow(dead_code)]
 mod support;
 
 use std::path::Path;
@@ -27,7 +26,13 @@ struct Run {
 /// Runs a command and reads its peak RSS with wait4.
 fn measure(mut cmd: Command) -> Run {
     let start = Instant::now();
-    let child = cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // The child is reaped by wait4 below, which also reports its peak RSS.
+    #[allow(clippy::zombie_processes)]
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let pid = child.id() as i32;
     let mut status = 0;
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -35,13 +40,22 @@ fn measure(mut cmd: Command) -> Run {
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
     let wall = start.elapsed();
     assert_eq!(r, pid);
-    assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "command failed: {cmd:?}");
-    Run { wall, max_rss_kib: ru.ru_maxrss }
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "command failed: {cmd:?}"
+    );
+    Run {
+        wall,
+        max_rss_kib: ru.ru_maxrss,
+    }
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
     use std::io::Read;
-    let (mut fa, mut fb) = (std::fs::File::open(a).unwrap(), std::fs::File::open(b).unwrap());
+    let (mut fa, mut fb) = (
+        std::fs::File::open(a).unwrap(),
+        std::fs::File::open(b).unwrap(),
+    );
     let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
     loop {
         let na = fa.read(&mut ba).unwrap();
@@ -83,10 +97,21 @@ async fn baseline(tb: &TestBucket, parallel: usize, out: &Path) -> Duration {
     let file = std::fs::File::create(out).unwrap();
     let mut written = 0u64;
     for f in &p.files {
-        let specs = liteship::restore::fetch::chunk_specs(std::slice::from_ref(f), if parallel == 1 { u64::MAX } else { 2 << 20 });
+        let specs = liteship::restore::fetch::chunk_specs(
+            std::slice::from_ref(f),
+            if parallel == 1 { u64::MAX } else { 2 << 20 },
+        );
         use futures::StreamExt;
         let mut chunks = futures::stream::iter(specs)
-            .map(|s| async move { liteship::restore::fetch::fetch_chunk(&tb.replica, &s, &liteship::retry::Backoff::RESUME).await.unwrap() })
+            .map(|s| async move {
+                liteship::restore::fetch::fetch_chunk(
+                    &tb.replica,
+                    &s,
+                    &liteship::retry::Backoff::RESUME,
+                )
+                .await
+                .unwrap()
+            })
             .buffered(parallel);
         while let Some(b) = chunks.next().await {
             std::os::unix::fs::FileExt::write_all_at(&file, &b, written).unwrap();
@@ -99,8 +124,14 @@ async fn baseline(tb: &TestBucket, parallel: usize, out: &Path) -> Duration {
 
 #[tokio::main]
 async fn main() {
-    let mb: u64 = std::env::var("BENCH_DB_MB").ok().and_then(|v| v.parse().ok()).unwrap_or(1024);
-    let dir = tempfile::tempdir_in(std::env::var("BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string())).unwrap();
+    let mb: u64 = std::env::var("BENCH_DB_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1024);
+    let dir = tempfile::tempdir_in(
+        std::env::var("BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string()),
+    )
+    .unwrap();
     let db = dir.path().join("app.db");
     eprintln!("building a {mb} MiB database...");
     build_db(&db, mb);
@@ -117,7 +148,11 @@ async fn main() {
     }
     let c = rusqlite::Connection::open(&db).unwrap();
     for i in 0..20 {
-        c.execute("UPDATE t SET body = hex(randomblob(300)) WHERE id % 50 = ?1", [i]).unwrap();
+        c.execute(
+            "UPDATE t SET body = hex(randomblob(300)) WHERE id % 50 = ?1",
+            [i],
+        )
+        .unwrap();
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     drop(c);
@@ -129,14 +164,27 @@ async fn main() {
 
     let url = tb.url();
     let creds = |cmd: &mut Command| {
-        cmd.env("AWS_ACCESS_KEY_ID", tb.config.access_key_id.as_deref().unwrap())
-            .env("AWS_SECRET_ACCESS_KEY", tb.config.secret_access_key.as_deref().unwrap())
-            .env("AWS_EC2_METADATA_DISABLED", "true")
-            .env_remove("AWS_CA_BUNDLE");
+        cmd.env(
+            "AWS_ACCESS_KEY_ID",
+            tb.config.access_key_id.as_deref().unwrap(),
+        )
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            tb.config.secret_access_key.as_deref().unwrap(),
+        )
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_CA_BUNDLE");
     };
     let mut rows = Vec::new();
     for round in 0..2 {
-        for (i, (name, check)) in [("litestream 0.5.17", ""), ("liteship", "none"), ("liteship (quick_check)", "quick")].into_iter().enumerate() {
+        for (i, (name, check)) in [
+            ("litestream 0.5.17", ""),
+            ("liteship", "none"),
+            ("liteship (quick_check)", "quick"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
             let out = dir.path().join(format!("out-{round}-{i}.db"));
             let mut cmd = if check.is_empty() {
                 let mut c = Command::new(&ls.bin);
@@ -144,17 +192,34 @@ async fn main() {
                 c
             } else {
                 let mut c = Command::new(env!("CARGO_BIN_EXE_liteship"));
-                c.args(["restore", "-integrity-check", check, "-o", out.to_str().unwrap(), &url]);
+                c.args([
+                    "restore",
+                    "-integrity-check",
+                    check,
+                    "-o",
+                    out.to_str().unwrap(),
+                    &url,
+                ]);
                 c
             };
             creds(&mut cmd);
             let r = measure(cmd);
-            eprintln!("{name}: {:.2}s, {} MiB peak RSS", r.wall.as_secs_f64(), r.max_rss_kib / 1024);
+            eprintln!(
+                "{name}: {:.2}s, {} MiB peak RSS",
+                r.wall.as_secs_f64(),
+                r.max_rss_kib / 1024
+            );
             rows.push((round, name, r));
         }
         // Compared in chunks: holding the files in memory would inflate the RSS that the
         // next forked child starts with.
-        assert!(same_file(&dir.path().join(format!("out-{round}-0.db")), &dir.path().join(format!("out-{round}-1.db"))), "restored databases differ");
+        assert!(
+            same_file(
+                &dir.path().join(format!("out-{round}-0.db")),
+                &dir.path().join(format!("out-{round}-1.db"))
+            ),
+            "restored databases differ"
+        );
         for f in std::fs::read_dir(dir.path()).unwrap() {
             let p = f.unwrap().path();
             if p.file_name().unwrap().to_string_lossy().starts_with("out-") {
@@ -167,7 +232,12 @@ async fn main() {
     let eight = baseline(&tb, 8, &dir.path().join("plain8")).await;
     println!("\n| run | tool | wall (s) | peak RSS (MiB) |\n|---|---|---|---|");
     for (round, name, r) in &rows {
-        println!("| {} | {name} | {:.2} | {} |", round + 1, r.wall.as_secs_f64(), r.max_rss_kib / 1024);
+        println!(
+            "| {} | {name} | {:.2} | {} |",
+            round + 1,
+            r.wall.as_secs_f64(),
+            r.max_rss_kib / 1024
+        );
     }
     println!(
         "\nDatabase {:.0} MiB; plan {} files, {:.0} MiB. Machine limit (GET + write, in process): one stream {:.2} s, 8 ranged streams {:.2} s.",

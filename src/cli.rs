@@ -22,6 +22,8 @@ pub struct Cli {
 pub enum Command {
     /// Restore a database from its replica (a Nomad prestart task, or a point-in-time restore).
     Restore(Box<RestoreArgs>),
+    /// Replicate databases continuously (a Nomad poststart sidecar).
+    Replicate(Box<ReplicateArgs>),
     /// Print the version.
     Version,
 }
@@ -85,6 +87,31 @@ pub struct RestoreArgs {
     /// Follow mode is not supported.
     #[arg(short = 'f', hide = true)]
     pub follow: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReplicateArgs {
+    /// A database path and its replica URL, instead of a config file.
+    #[arg(value_name = "DB_PATH REPLICA_URL", num_args = 0..=2)]
+    pub positional: Vec<String>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Start this command once the databases are ready; forward signals to it; exit with
+    /// its status when it exits.
+    #[arg(long = "exec", value_name = "CMD")]
+    pub exec: Option<String>,
+    /// Serve /metrics, /healthz and /readyz on this address (overrides `addr`).
+    #[arg(long = "addr", value_name = "HOST:PORT")]
+    pub addr: Option<String>,
+    /// Restore a database from its replica first if it does not exist.
+    #[arg(long = "restore-if-db-not-exists")]
+    pub restore_if_db_not_exists: bool,
+    /// Let a database that does not descend from the replica's newest state become it.
+    #[arg(long = "allow-new-history")]
+    pub allow_new_history: bool,
+    /// Staged bytes allowed while the replica is unreachable (e.g. 1GiB).
+    #[arg(long = "staging-limit", value_name = "BYTES", default_value = "1GiB")]
+    pub staging_limit: String,
 }
 
 /// Rewrites Litestream's single-dash long flags (`-if-db-not-exists`, `-config=x`) to the

@@ -10,8 +10,10 @@
 pub mod cli;
 pub mod cmd;
 pub mod config;
+pub mod db;
 pub mod ltx;
 pub mod replica;
+pub mod replicate;
 pub mod restore;
 pub mod retry;
 pub mod timefmt;

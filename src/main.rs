@@ -24,6 +24,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Restore(args) => liteship::cmd::restore::run(*args).await,
+            Command::Replicate(args) => liteship::cmd::replicate::run(*args).await,
             Command::Version => {
                 println!(
                     "liteship {} (sqlite {})",
@@ -43,11 +44,13 @@ fn main() -> ExitCode {
     }
 }
 
-/// Text logs on stdout (as Litestream), or stderr when stdout carries JSON output.
+/// Text logs on stdout (as Litestream), or stderr when stdout carries JSON output;
+/// JSON logs when the config asks for `logging.type: json`.
 fn init_logging(cli: &Cli) {
-    let (level, to_stderr) = match &cli.command {
-        Command::Restore(a) => (a.common.log_level.clone(), a.json),
-        Command::Version => (None, false),
+    let (level, json, to_stderr) = match &cli.command {
+        Command::Restore(a) => (a.common.log_level.clone(), false, a.json),
+        Command::Replicate(a) => liteship::cmd::replicate::logging_prefs(a),
+        Command::Version => (None, false, false),
     };
     let level = level
         .or_else(|| std::env::var("LOG_LEVEL").ok())
@@ -57,11 +60,15 @@ fn init_logging(cli: &Cli) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_target(false);
-    if to_stderr {
-        let ansi = std::io::stderr().is_terminal();
-        builder.with_ansi(ansi).with_writer(std::io::stderr).init();
+    let ansi = if to_stderr {
+        std::io::stderr().is_terminal()
     } else {
-        let ansi = std::io::stdout().is_terminal();
-        builder.with_ansi(ansi).with_writer(std::io::stdout).init();
+        std::io::stdout().is_terminal()
+    };
+    match (json, to_stderr) {
+        (true, true) => builder.json().with_writer(std::io::stderr).init(),
+        (true, false) => builder.json().with_writer(std::io::stdout).init(),
+        (false, true) => builder.with_ansi(ansi).with_writer(std::io::stderr).init(),
+        (false, false) => builder.with_ansi(ansi).with_writer(std::io::stdout).init(),
     }
 }

@@ -1,5 +1,6 @@
 //! The subcommands: turn validated arguments and config into library calls, print results.
 
+pub mod replicate;
 pub mod restore;
 
 use std::path::PathBuf;

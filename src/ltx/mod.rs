@@ -9,6 +9,7 @@
 //!   terminator, index and post-apply checksum) has bit 63 set and matches the content.
 
 mod checksum;
+mod compactor;
 mod decoder;
 mod encoder;
 mod error;
@@ -17,6 +18,7 @@ mod lz4frame;
 mod name;
 
 pub use checksum::{CHECKSUM_FLAG, FileHasher, crc64, page_checksum};
+pub use compactor::{CompactError, compact};
 pub use decoder::{DecodedFile, Decoder, decode_all};
 pub use encoder::Encoder;
 pub use error::LtxError;

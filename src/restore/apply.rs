@@ -235,7 +235,12 @@ const WRITE_BATCH: usize = 1024 * 1024;
 
 impl PageWriter {
     fn new(page_size: u32) -> Self {
-        PageWriter { page_size: u64::from(page_size), buf: Vec::new(), first: 0, next: 0 }
+        PageWriter {
+            page_size: u64::from(page_size),
+            buf: Vec::new(),
+            first: 0,
+            next: 0,
+        }
     }
 
     fn put(&mut self, out: &File, pgno: u32, page: &[u8]) -> Result<(), FileError> {

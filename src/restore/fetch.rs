@@ -129,7 +129,13 @@ async fn read_range(
 ) -> Result<(), StorageError> {
     let want = spec.len - done;
     let r = client
-        .open(spec.level, spec.min_txid, spec.max_txid, spec.offset + done, Some(want))
+        .open(
+            spec.level,
+            spec.min_txid,
+            spec.max_txid,
+            spec.offset + done,
+            Some(want),
+        )
         .await?;
     // Never read past the range, even if a backend sends more.
     let mut r = r.take(want);

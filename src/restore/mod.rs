@@ -162,12 +162,14 @@ pub async fn restore(
     if opts.dry_run {
         return Ok(Outcome::DryRun(plan));
     }
+    let location = client.location();
     let (tmp, file) = output::create_tmp(&opts.output)?;
     let res = write_and_publish(client, opts, &plan, &tmp, file).await;
     if res.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     let applied = res?;
+    write_lineage(&opts.output, &location, applied.txid);
     Ok(Outcome::Restored(Report {
         txid: applied.txid,
         files: plan.effective_files().len(),
@@ -214,6 +216,7 @@ async fn restore_v3(
         let _ = std::fs::remove_file(&tmp);
     }
     let applied = res?;
+    write_lineage(&opts.output, &client.location(), 0);
     Ok(Outcome::Restored(Report {
         txid: 0,
         files: 1 + segs.len(),
@@ -221,6 +224,16 @@ async fn restore_v3(
         db_size: u64::from(applied.commit) * u64::from(applied.page_size),
         duration: started.elapsed(),
     }))
+}
+
+/// Records that the restored file descends from `txid` of the replica, so that `replicate`
+/// continues its history without a prompt. A failure here only costs that convenience.
+fn write_lineage(out: &Path, location: &str, txid: u64) {
+    let meta = crate::db::Meta::new(out, None);
+    let res = crate::db::Lineage::for_file(out, location, txid).and_then(|l| l.save(&meta));
+    if let Err(e) = res {
+        tracing::warn!(path = %out.display(), error = %e, "could not record the restore's lineage; replicate will ask for -allow-new-history");
+    }
 }
 
 /// fsync, integrity check, owner and mode, then the atomic publish (blocking work on a
@@ -299,8 +312,12 @@ pub async fn list_levels(
     let mut levels: Vec<Vec<LtxFileInfo>> = lists.into_iter().collect::<Result<_, _>>()?;
     if let Target::Timestamp(_) = target {
         for files in &mut levels {
-            let times: Vec<Result<SystemTime, StorageError>> = futures::stream::iter(files.iter())
-                .map(|f| client.created_at(f.level, f.min_txid, f.max_txid))
+            let ids: Vec<(u8, u64, u64)> = files
+                .iter()
+                .map(|f| (f.level, f.min_txid, f.max_txid))
+                .collect();
+            let times: Vec<Result<SystemTime, StorageError>> = futures::stream::iter(ids)
+                .map(|(l, a, b)| client.created_at(l, a, b))
                 .buffered(HEAD_CONCURRENCY)
                 .collect()
                 .await;

@@ -41,7 +41,11 @@ impl Plan {
     /// the plan on. A snapshot replaces every page, so files before it need not be fetched.
     /// (Litestream's plans often hold two full images, e.g. L9 `1-1` then L1 `1-N`.)
     pub fn effective_files(&self) -> &[LtxFileInfo] {
-        let start = self.files.iter().rposition(|f| f.min_txid == 1).unwrap_or(0);
+        let start = self
+            .files
+            .iter()
+            .rposition(|f| f.min_txid == 1)
+            .unwrap_or(0);
         &self.files[start..]
     }
 }
@@ -332,7 +336,11 @@ mod tests {
         let l = levels(&[f(9, 1, 1, 1), f(1, 1, 3, 3), f(0, 4, 4, 4)]);
         let p = plan(&l, &Target::Latest).unwrap();
         assert_eq!(p.files.len(), 3);
-        let eff: Vec<_> = p.effective_files().iter().map(|x| (x.level, x.min_txid)).collect();
+        let eff: Vec<_> = p
+            .effective_files()
+            .iter()
+            .map(|x| (x.level, x.min_txid))
+            .collect();
         assert_eq!(eff, vec![(1, 1), (0, 4)]);
     }
 

@@ -230,6 +230,16 @@ impl<R: ReadAt> WalReader<R> {
     /// Frames after the last commit frame are not consumed: the reader is left at the end
     /// of the last committed transaction.
     pub fn read_committed(&mut self, max_bytes: u64) -> Result<CommittedBatch, WalError> {
+        self.read_committed_to(max_bytes, u64::MAX)
+    }
+
+    /// Like [`read_committed`](Self::read_committed), but never reads a frame that starts at
+    /// or after `end` (a position already advertised elsewhere).
+    pub fn read_committed_to(
+        &mut self,
+        max_bytes: u64,
+        end: u64,
+    ) -> Result<CommittedBatch, WalError> {
         let start = self.offset;
         let mut batch = CommittedBatch {
             start_offset: start,
@@ -240,7 +250,10 @@ impl<R: ReadAt> WalReader<R> {
         let mut pending: Vec<(u32, u64)> = Vec::new();
         let mut page = vec![0u8; self.header.page_size as usize];
         let mut committed_cksum = self.cksum;
-        while let Some(frame) = self.next_frame(&mut page)? {
+        while self.offset < end {
+            let Some(frame) = self.next_frame(&mut page)? else {
+                break;
+            };
             pending.push((frame.pgno, frame.offset));
             if frame.commit == 0 {
                 continue;

@@ -241,3 +241,12 @@ fn reads_a_wal_written_by_sqlite() {
         .unwrap();
     assert_eq!(i64::from(batch.commit), pages);
 }
+
+#[test]
+fn committed_batches_stop_at_an_end_offset() {
+    let w = sample(false);
+    let mut r = WalReader::open(&w.bytes[..]).unwrap();
+    let b = r.read_committed_to(0, 32 + 2 * 536).unwrap();
+    assert_eq!((b.commit, b.end_offset), (2, 32 + 2 * 536));
+    assert_eq!(r.offset(), 32 + 2 * 536);
+}

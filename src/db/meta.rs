@@ -1,0 +1,193 @@
+//! Local replication state next to the database, in Litestream's layout so that either tool
+//! can take over from the other (spec 2.4):
+//!
+//! ```text
+//! <dir>/.<name>-litestream/ltx/0/<txid>-<txid>.ltx   staged level-0 files; the newest one is
+//!                                                   the local position (no position file)
+//! <dir>/.<name>-liteship/lineage.json               which replica and TXID this database file
+//!                                                   descends from (written by restore)
+//! ```
+//!
+//! Staged files are written as `.tmp`, fsynced, renamed, and the directory fsynced; leftover
+//! `.tmp` files are removed at start.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::ltx::{Decoder, Header, format_file_name, parse_file_name};
+use crate::replica::file::sync_dir;
+
+/// The meta directories of one database.
+#[derive(Debug, Clone)]
+pub struct Meta {
+    pub l0_dir: PathBuf,
+    pub liteship_dir: PathBuf,
+}
+
+impl Meta {
+    /// Litestream's default `<dir>/.<name>-litestream` (or `meta_path`), plus ours.
+    pub fn new(db: &Path, meta_path: Option<&Path>) -> Meta {
+        let dir = db.parent().unwrap_or(Path::new("."));
+        let name = db
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let ls = meta_path
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| dir.join(format!(".{name}-litestream")));
+        Meta {
+            l0_dir: ls.join("ltx").join("0"),
+            liteship_dir: dir.join(format!(".{name}-liteship")),
+        }
+    }
+
+    pub fn l0_path(&self, txid: u64) -> PathBuf {
+        self.l0_dir.join(format_file_name(txid, txid))
+    }
+
+    /// Creates the directories and removes leftover temp files.
+    pub fn prepare(&self) -> std::io::Result<()> {
+        fs::create_dir_all(&self.l0_dir)?;
+        for e in fs::read_dir(&self.l0_dir)? {
+            let p = e?.path();
+            if p.extension().is_some_and(|x| x == "tmp") {
+                fs::remove_file(&p)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Staged level-0 TXIDs, ascending.
+    pub fn staged(&self) -> std::io::Result<Vec<u64>> {
+        let mut out = Vec::new();
+        match fs::read_dir(&self.l0_dir) {
+            Ok(entries) => {
+                for e in entries {
+                    let name = e?.file_name();
+                    if let Some((a, b)) = name.to_str().and_then(parse_file_name)
+                        && a == b
+                    {
+                        out.push(a);
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    /// Total bytes of staged files.
+    pub fn staged_bytes(&self) -> u64 {
+        self.staged()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|t| fs::metadata(self.l0_path(*t)).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+
+    /// The header of the newest staged file, fully decoded (checksum verified).
+    pub fn newest_header(&self) -> Result<Option<Header>, String> {
+        let Some(txid) = self.staged().map_err(|e| e.to_string())?.pop() else {
+            return Ok(None);
+        };
+        let path = self.l0_path(txid);
+        let f = fs::File::open(&path).map_err(|e| format!("open {}: {e}", path.display()))?;
+        let mut dec = Decoder::new(std::io::BufReader::new(f))
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        let h = *dec.header();
+        let mut page = vec![0u8; h.page_size as usize];
+        while dec
+            .next_page(&mut page)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .is_some()
+        {}
+        dec.finish()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Some(h))
+    }
+
+    /// Removes staged files (never the newest one when `keep_newest`).
+    pub fn remove(&self, txids: &[u64]) -> std::io::Result<()> {
+        for t in txids {
+            match fs::remove_file(self.l0_path(*t)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if !txids.is_empty() {
+            sync_dir(&self.l0_dir).map_err(std::io::Error::other)?;
+        }
+        Ok(())
+    }
+
+    /// Removes every staged file (a new history, or a reset).
+    pub fn clear(&self) -> std::io::Result<()> {
+        let all = self.staged()?;
+        self.remove(&all)
+    }
+
+    pub fn lineage_path(&self) -> PathBuf {
+        self.liteship_dir.join("lineage.json")
+    }
+}
+
+/// What a database file descends from: written by `restore` (and by `replicate` as it
+/// goes), read by `replicate` to know a database is not an unrelated file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lineage {
+    /// `ReplicaClient::location()` of the replica.
+    pub replica: String,
+    /// TXID of the replica state the file holds (16 hex digits).
+    pub txid: String,
+    /// Identity of the database file (device and inode); a replaced file does not match.
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl Lineage {
+    pub fn for_file(db: &Path, replica: &str, txid: u64) -> std::io::Result<Lineage> {
+        let md = fs::metadata(db)?;
+        Ok(Lineage {
+            replica: replica.to_string(),
+            txid: format!("{txid:016x}"),
+            dev: md.dev(),
+            ino: md.ino(),
+        })
+    }
+
+    pub fn txid(&self) -> Option<u64> {
+        crate::ltx::parse_hex16(&self.txid)
+    }
+
+    /// Whether this lineage is about the file now at `db` and the replica `replica`.
+    pub fn matches(&self, db: &Path, replica: &str) -> bool {
+        fs::metadata(db).is_ok_and(|m| m.dev() == self.dev && m.ino() == self.ino)
+            && self.replica == replica
+    }
+
+    pub fn load(meta: &Meta) -> Option<Lineage> {
+        let text = fs::read_to_string(meta.lineage_path()).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+
+    /// Writes the marker atomically (temp + fsync + rename + directory fsync).
+    pub fn save(&self, meta: &Meta) -> std::io::Result<()> {
+        fs::create_dir_all(&meta.liteship_dir)?;
+        let path = meta.lineage_path();
+        let body = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        crate::replica::file::write_atomic(
+            &meta.liteship_dir,
+            &path,
+            crate::replica::Body::Bytes(body.into()),
+        )
+        .map(|_| ())
+        .map_err(std::io::Error::other)
+    }
+}

@@ -1,0 +1,340 @@
+//! The only owner of rusqlite and of the live database, `-wal` and `-shm` files.
+//!
+//! A [`Db`] holds two connections and two plain file descriptors for its whole life:
+//! - `conn` keeps the long-running read transaction (the "pin"): while it is open, no other
+//!   process can restart the WAL except, at most once, when the pin sits on read-slot 0;
+//! - `barrier` takes the write lock (`BEGIN IMMEDIATE`) so that the WAL's end is known while
+//!   the pin is re-taken;
+//! - `db_fd` and `wal_fd` read pages; they are never closed while the connections live,
+//!   because closing any descriptor of a file drops the process's POSIX locks on it.
+//!
+//! Continuity rule (why a level-0 file may be incremental): the WAL generation and offset of
+//! the local position are still in the WAL (same salts), or the pin was taken under the
+//! barrier exactly at the position and the WAL restarted once since (salt-1 + 1). Anything
+//! else cannot be proven, so the next level-0 file is a full image of the database.
+
+pub mod checkpoint;
+mod image;
+pub mod meta;
+mod sync;
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+pub use meta::{Lineage, Meta};
+pub use sync::{Staged, SyncError};
+
+use crate::ltx::Header;
+
+/// Tuning of one database, from the config.
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    pub busy_timeout: Duration,
+    pub min_checkpoint_page_count: u64,
+    pub truncate_page_n: u64,
+    /// Zero disables time-based checkpoints.
+    pub checkpoint_interval: Duration,
+    /// Zero means no limit.
+    pub max_sync_wal_bytes: u64,
+}
+
+/// Where replication stands locally: the newest staged level-0 file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Position {
+    pub txid: u64,
+    /// End of the synced WAL frames (0: unknown, the next file must be a full image).
+    pub wal_end: u64,
+    pub salt1: u32,
+    pub salt2: u32,
+    pub commit: u32,
+    pub page_size: u32,
+}
+
+impl Position {
+    pub fn from_header(h: &Header) -> Position {
+        let wal_end = if h.wal_offset > 0 {
+            (h.wal_offset + h.wal_size) as u64
+        } else {
+            0
+        };
+        Position {
+            txid: h.max_txid,
+            wal_end,
+            salt1: h.wal_salt1,
+            salt2: h.wal_salt2,
+            commit: h.commit,
+            page_size: h.page_size,
+        }
+    }
+}
+
+/// What the pin proves about WAL restarts.
+///
+/// While the read transaction is held, SQLite can restart the WAL only if our reader sits on
+/// read-slot 0 (it began on a fully checkpointed WAL) and no frame was appended since: an
+/// append makes a checkpoint impossible (slot 0 blocks backfill), and without a full
+/// checkpoint there is no restart. So once the pin has been held since before a read that
+/// reached the end `wal_end` of generation `salts`, that generation can only have ended
+/// there, and a new generation continues our history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pin {
+    /// Held, but no read to the WAL's end has happened since it was taken.
+    Unproven,
+    /// Held since before a read that reached `wal_end`, the end of generation `salts`
+    /// (`(0, 0)`: the WAL had no header).
+    AtEnd { salts: (u32, u32), wal_end: u64 },
+}
+
+/// Errors of the database layer.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("sqlite {path}: {source}")]
+    Sqlite {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("{op} {path}: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl DbError {
+    fn sql(path: &Path, source: rusqlite::Error) -> Self {
+        DbError::Sqlite {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+    fn io(op: &'static str, path: &Path, source: std::io::Error) -> Self {
+        DbError::Io {
+            op,
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+/// An open database under replication.
+pub struct Db {
+    pub path: PathBuf,
+    pub wal_path: PathBuf,
+    pub meta: Meta,
+    conn: Connection,
+    barrier: Connection,
+    db_fd: File,
+    wal_fd: Option<File>,
+    pub page_size: u32,
+    pub pos: Option<Position>,
+    /// Set when continuity is known to be broken (the next level-0 file is a full image).
+    pub needs_full: Option<&'static str>,
+    pin: Pin,
+    pinned: bool,
+    /// The last incremental read stopped at `max_sync_wal_bytes`, not at the WAL's end.
+    last_read_limited: bool,
+    opts: DbOptions,
+    last_checkpoint: Instant,
+    synced_since_checkpoint: bool,
+    passive_stalled: bool,
+}
+
+impl Db {
+    /// Opens the database, switches it to WAL mode, takes the pin and loads the local
+    /// position from the meta directory.
+    pub fn open(path: &Path, meta_path: Option<&Path>, opts: DbOptions) -> Result<Db, DbError> {
+        let conn = open_conn(path, opts.busy_timeout)?;
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode=wal", [], |r| r.get(0))
+            .map_err(|e| DbError::sql(path, e))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(DbError::Invalid(format!(
+                "{}: cannot switch to WAL mode (journal_mode is {mode})",
+                path.display()
+            )));
+        }
+        let barrier = open_conn(path, opts.busy_timeout)?;
+        let page_size: u32 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(|e| DbError::sql(path, e))?;
+        let db_fd = File::open(path).map_err(|e| DbError::io("open", path, e))?;
+        let wal_path = sidecar(path, "-wal");
+        let meta = Meta::new(path, meta_path);
+        meta.prepare()
+            .map_err(|e| DbError::io("prepare meta directory", &meta.l0_dir, e))?;
+        let pos = meta
+            .newest_header()
+            .map_err(DbError::Invalid)?
+            .map(|h| Position::from_header(&h));
+        let mut db = Db {
+            path: path.to_path_buf(),
+            wal_fd: File::open(&wal_path).ok(),
+            wal_path,
+            meta,
+            conn,
+            barrier,
+            db_fd,
+            page_size,
+            pos,
+            needs_full: None,
+            pin: Pin::Unproven,
+            pinned: false,
+            last_read_limited: false,
+            opts,
+            last_checkpoint: Instant::now(),
+            synced_since_checkpoint: false,
+            passive_stalled: false,
+        };
+        if let Some(p) = db.pos
+            && p.page_size != page_size
+        {
+            db.needs_full = Some("page size changed");
+        }
+        db.begin_pin()?;
+        Ok(db)
+    }
+
+    /// Takes the long read transaction.
+    fn begin_pin(&mut self) -> Result<(), DbError> {
+        if !self.pinned {
+            self.conn
+                .execute_batch("BEGIN; SELECT COUNT(*) FROM sqlite_schema;")
+                .map_err(|e| DbError::sql(&self.path, e))?;
+            self.pinned = true;
+        }
+        Ok(())
+    }
+
+    fn end_pin(&mut self) -> Result<(), DbError> {
+        if self.pinned {
+            self.conn
+                .execute_batch("ROLLBACK")
+                .map_err(|e| DbError::sql(&self.path, e))?;
+            self.pinned = false;
+            self.pin = Pin::Unproven;
+        }
+        Ok(())
+    }
+
+    /// The WAL file, opened once it exists and then kept open.
+    fn wal(&mut self) -> Option<&File> {
+        if self.wal_fd.is_none() {
+            self.wal_fd = File::open(&self.wal_path).ok();
+        }
+        self.wal_fd.as_ref()
+    }
+
+    fn wal_len(&mut self) -> u64 {
+        self.wal()
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len())
+    }
+
+    /// Reads page `pgno` of the database file (zeros beyond its end).
+    fn read_db_page(&self, pgno: u32, buf: &mut [u8]) -> Result<(), DbError> {
+        buf.fill(0);
+        let off = u64::from(pgno - 1) * u64::from(self.page_size);
+        let mut done = 0;
+        while done < buf.len() {
+            match self.db_fd.read_at(&mut buf[done..], off + done as u64) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(DbError::io("read", &self.path, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Size of the database file in pages.
+    fn db_pages(&self) -> Result<u32, DbError> {
+        let len = self
+            .db_fd
+            .metadata()
+            .map_err(|e| DbError::io("stat", &self.path, e))?
+            .len();
+        Ok((len / u64::from(self.page_size)) as u32)
+    }
+
+    /// Current database file size, for metrics.
+    pub fn db_size(&self) -> u64 {
+        self.db_fd.metadata().map_or(0, |m| m.len())
+    }
+
+    /// Size of the WAL file, for metrics.
+    pub fn wal_size(&mut self) -> u64 {
+        self.wal_len()
+    }
+
+    /// Drops the local position: the next file is a full image at `txid + 1`.
+    pub fn reset_position(&mut self, txid: u64, reason: &'static str) -> Result<(), DbError> {
+        self.meta
+            .clear()
+            .map_err(|e| DbError::io("clear", &self.meta.l0_dir, e))?;
+        self.pos = Some(Position {
+            txid,
+            wal_end: 0,
+            salt1: 0,
+            salt2: 0,
+            commit: 0,
+            page_size: self.page_size,
+        });
+        self.needs_full = Some(reason);
+        Ok(())
+    }
+
+    /// Forgets the local position entirely (a new history starts at TXID 1).
+    pub fn clear_position(&mut self) -> Result<(), DbError> {
+        self.meta
+            .clear()
+            .map_err(|e| DbError::io("clear", &self.meta.l0_dir, e))?;
+        self.pos = None;
+        Ok(())
+    }
+}
+
+impl Drop for Db {
+    fn drop(&mut self) {
+        let _ = self.end_pin();
+    }
+}
+
+fn open_conn(path: &Path, busy: Duration) -> Result<Connection, DbError> {
+    let c = Connection::open(path).map_err(|e| DbError::sql(path, e))?;
+    c.busy_timeout(busy).map_err(|e| DbError::sql(path, e))?;
+    c.pragma_update(None, "wal_autocheckpoint", 0)
+        .map_err(|e| DbError::sql(path, e))?;
+    persist_wal(&c);
+    Ok(c)
+}
+
+/// `SQLITE_FCNTL_PERSIST_WAL`: our connections closing must not delete the WAL.
+fn persist_wal(c: &Connection) {
+    let mut on: std::os::raw::c_int = 1;
+    // SAFETY: the handle is valid for the connection's life; the pointer is to a live int,
+    // as SQLITE_FCNTL_PERSIST_WAL expects.
+    unsafe {
+        rusqlite::ffi::sqlite3_file_control(
+            c.handle(),
+            c"main".as_ptr(),
+            rusqlite::ffi::SQLITE_FCNTL_PERSIST_WAL,
+            (&mut on as *mut std::os::raw::c_int).cast(),
+        );
+    }
+}
+
+/// `<db><suffix>`.
+pub fn sidecar(db: &Path, suffix: &str) -> PathBuf {
+    let mut s = db.as_os_str().to_owned();
+    s.push(suffix);
+    s.into()
+}

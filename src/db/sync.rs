@@ -1,0 +1,309 @@
+//! WAL -> staged level-0 files (spec 3.2-3.5), with the continuity rule of this module's
+//! parent: incremental only when provable, else a full image.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::{Db, DbError, Pin, Position};
+use crate::ltx::{Header, LtxError};
+use crate::wal::{WAL_HEADER_SIZE, WalError, WalHeader, WalReader};
+
+/// A level-0 file written to the meta directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Staged {
+    pub txid: u64,
+    pub path: PathBuf,
+    pub size: u64,
+    pub timestamp_ms: i64,
+    pub commit: u32,
+    /// Why the file is a full image, if it is one.
+    pub full: Option<&'static str>,
+}
+
+/// Why a sync failed.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncError {
+    #[error(transparent)]
+    Db(#[from] DbError),
+    #[error("read wal: {0}")]
+    Wal(#[from] WalError),
+    #[error("encode ltx: {0}")]
+    Ltx(#[from] LtxError),
+    /// Writing the staging file failed; `disk_full` for ENOSPC/EDQUOT.
+    #[error("stage level-0 file: {op} {path}: {source}")]
+    Staging {
+        op: &'static str,
+        path: String,
+        disk_full: bool,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl SyncError {
+    pub(crate) fn staging(op: &'static str, path: &Path, source: std::io::Error) -> Self {
+        let disk_full = matches!(
+            source.raw_os_error(),
+            Some(libc::ENOSPC) | Some(libc::EDQUOT)
+        );
+        SyncError::Staging {
+            op,
+            path: path.display().to_string(),
+            disk_full,
+            source,
+        }
+    }
+
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            SyncError::Staging { disk_full, .. } => *disk_full,
+            SyncError::Ltx(LtxError::Io { source, .. }) => {
+                matches!(
+                    source.raw_os_error(),
+                    Some(libc::ENOSPC) | Some(libc::EDQUOT)
+                )
+            }
+            _ => false,
+        }
+    }
+}
+
+enum Mode {
+    Idle,
+    Incremental { from: u64, salts: (u32, u32) },
+    Full(&'static str),
+}
+
+impl Db {
+    /// Turns every newly committed WAL frame into staged level-0 files (several when
+    /// `max_sync_wal_bytes` splits a backlog) and returns them.
+    pub fn sync(&mut self) -> Result<Vec<Staged>, SyncError> {
+        let mut out = Vec::new();
+        while let Some(s) = self.sync_once()? {
+            let again = s.full.is_some() || self.last_read_limited;
+            out.push(s);
+            if !again {
+                break;
+            }
+        }
+        self.synced_since_checkpoint |= !out.is_empty();
+        Ok(out)
+    }
+
+    fn sync_once(&mut self) -> Result<Option<Staged>, SyncError> {
+        self.begin_pin()?;
+        self.last_read_limited = false;
+        match self.decide()? {
+            Mode::Idle => Ok(None),
+            Mode::Incremental { from, salts } => self.write_incremental(from, salts),
+            Mode::Full(reason) => self.write_full(reason),
+        }
+    }
+
+    pub(crate) fn wal_header(&mut self) -> Option<WalHeader> {
+        let wal = self.wal()?;
+        let mut b = [0u8; WAL_HEADER_SIZE];
+        std::os::unix::fs::FileExt::read_exact_at(wal, &mut b, 0).ok()?;
+        WalHeader::parse(&b).ok()
+    }
+
+    fn decide(&mut self) -> Result<Mode, SyncError> {
+        if let Some(reason) = self.needs_full {
+            return Ok(Mode::Full(reason));
+        }
+        let Some(pos) = self.pos else {
+            return Ok(Mode::Full("no local position"));
+        };
+        if pos.wal_end < WAL_HEADER_SIZE as u64 {
+            return Ok(Mode::Full("the last level-0 file has no WAL position"));
+        }
+        let salts = (pos.salt1, pos.salt2);
+        let proven = matches!(self.pin, Pin::AtEnd { salts: s, wal_end } if s == salts && wal_end == pos.wal_end);
+        let Some(h) = self.wal_header() else {
+            // No WAL header: nothing new can have committed while we were proven at the end.
+            let empty_since_image = salts == (0, 0) && pos.wal_end == WAL_HEADER_SIZE as u64;
+            return Ok(if proven || empty_since_image {
+                Mode::Idle
+            } else {
+                Mode::Full("wal missing or reset")
+            });
+        };
+        let now = (h.salt1, h.salt2);
+        if now == salts {
+            if self.wal_len() < pos.wal_end {
+                return Ok(Mode::Full("wal is shorter than the synced offset"));
+            }
+            return Ok(Mode::Incremental {
+                from: pos.wal_end,
+                salts,
+            });
+        }
+        // A new generation. Continuous only if our pin was proven at the old one's end (a
+        // restart is then the only thing that can have happened), or the WAL was empty.
+        let plausible = salts == (0, 0) || (1..=1000).contains(&h.salt1.wrapping_sub(salts.0));
+        if proven && plausible {
+            return Ok(Mode::Incremental {
+                from: WAL_HEADER_SIZE as u64,
+                salts: now,
+            });
+        }
+        Ok(Mode::Full(
+            "wal restarted while continuity could not be proven",
+        ))
+    }
+
+    fn write_incremental(
+        &mut self,
+        from: u64,
+        salts: (u32, u32),
+    ) -> Result<Option<Staged>, SyncError> {
+        let pos = self.pos.expect("incremental needs a position");
+        let max = self.opts.max_sync_wal_bytes;
+        let batch = {
+            let Some(wal) = self.wal() else {
+                return Ok(None);
+            };
+            let mut r = match WalReader::resume(wal, from, salts.0, salts.1) {
+                Ok(r) => r,
+                Err(
+                    WalError::SaltMismatch { .. }
+                    | WalError::BeyondEnd { .. }
+                    | WalError::Misaligned { .. },
+                ) => {
+                    return self.write_full("wal overwritten by another process");
+                }
+                Err(e) => return Err(e.into()),
+            };
+            r.read_committed(max)?
+        };
+        self.last_read_limited = max > 0 && batch.end_offset - batch.start_offset >= max;
+        if batch.is_empty() {
+            if !self.last_read_limited {
+                self.pin = Pin::AtEnd {
+                    salts,
+                    wal_end: batch.end_offset,
+                };
+            }
+            if from != pos.wal_end {
+                // A restart with nothing committed yet: remember the new generation.
+                self.pos = Some(Position {
+                    wal_end: from,
+                    salt1: salts.0,
+                    salt2: salts.1,
+                    ..pos
+                });
+                self.pin = Pin::AtEnd {
+                    salts,
+                    wal_end: from,
+                };
+            }
+            return Ok(None);
+        }
+        let txid = pos.txid + 1;
+        let ts = crate::timefmt::now_ms();
+        let mut header = Header::new(self.page_size, batch.commit, txid, txid, ts);
+        header.wal_offset = from as i64;
+        header.wal_size = (batch.end_offset - from) as i64;
+        (header.wal_salt1, header.wal_salt2) = salts;
+        let path = self.meta.l0_path(txid);
+        let size = self.write_ltx(&path, header, &batch.pages, Some(pos.commit))?;
+        self.pos = Some(Position {
+            txid,
+            wal_end: batch.end_offset,
+            salt1: salts.0,
+            salt2: salts.1,
+            commit: batch.commit,
+            page_size: self.page_size,
+        });
+        if !self.last_read_limited {
+            self.pin = Pin::AtEnd {
+                salts,
+                wal_end: batch.end_offset,
+            };
+        }
+        Ok(Some(Staged {
+            txid,
+            path,
+            size,
+            timestamp_ms: ts,
+            commit: batch.commit,
+            full: None,
+        }))
+    }
+
+    /// Committed WAL pages of the current generation up to the synced position.
+    pub(crate) fn committed_pages_to(
+        &mut self,
+        pos: Position,
+    ) -> Result<BTreeMap<u32, u64>, SyncError> {
+        let salts = (pos.salt1, pos.salt2);
+        let hdr = self.wal_header();
+        match hdr {
+            Some(h) if (h.salt1, h.salt2) == salts => {
+                let wal = self.wal().expect("header was read");
+                let mut r = WalReader::open(wal)?;
+                Ok(r.read_committed_to(0, pos.wal_end)?.pages)
+            }
+            None if salts == (0, 0) => Ok(BTreeMap::new()),
+            _ => Err(DbError::Invalid(
+                "the WAL changed since the last sync; retry after the next sync".into(),
+            )
+            .into()),
+        }
+    }
+
+    /// A full image of the database as of the end of the committed WAL frames.
+    fn write_full(&mut self, reason: &'static str) -> Result<Option<Staged>, SyncError> {
+        let (pages, end, salts, commit) = match self.wal_header() {
+            Some(h) => {
+                let wal = self.wal().expect("header was read");
+                let batch = WalReader::open(wal)?.read_committed(0)?;
+                let commit = if batch.is_empty() {
+                    self.db_pages()?
+                } else {
+                    batch.commit
+                };
+                (batch.pages, batch.end_offset, (h.salt1, h.salt2), commit)
+            }
+            None => (
+                BTreeMap::new(),
+                WAL_HEADER_SIZE as u64,
+                (0, 0),
+                self.db_pages()?,
+            ),
+        };
+        if commit == 0 {
+            return Ok(None); // an empty database file: nothing to replicate yet
+        }
+        let txid = self.pos.map_or(1, |p| p.txid + 1);
+        let ts = crate::timefmt::now_ms();
+        let mut header = Header::new(self.page_size, commit, txid, txid, ts);
+        header.wal_offset = WAL_HEADER_SIZE as i64;
+        header.wal_size = (end - WAL_HEADER_SIZE as u64) as i64;
+        (header.wal_salt1, header.wal_salt2) = salts;
+        let path = self.meta.l0_path(txid);
+        let size = self.write_ltx(&path, header, &pages, None)?;
+        self.pos = Some(Position {
+            txid,
+            wal_end: end,
+            salt1: salts.0,
+            salt2: salts.1,
+            commit,
+            page_size: self.page_size,
+        });
+        self.needs_full = None;
+        self.pin = Pin::AtEnd {
+            salts,
+            wal_end: end,
+        };
+        tracing::info!(db = %self.path.display(), txid = format!("{txid:016x}"), reason, size, "wrote full level-0 image");
+        Ok(Some(Staged {
+            txid,
+            path,
+            size,
+            timestamp_ms: ts,
+            commit,
+            full: Some(reason),
+        }))
+    }
+}

@@ -1,0 +1,167 @@
+//! Merges a contiguous run of LTX files into one (spec 2.2, "Compaction algorithm"):
+//! pages merge with the newest version winning, pages beyond the last file's Commit are
+//! dropped, and the output covers `first.min..=last.max` with the last file's Commit and
+//! timestamp. A k-way merge over streaming decoders: memory is one page per input.
+
+use std::io::{Read, Write};
+
+use super::decoder::Decoder;
+use super::encoder::Encoder;
+use super::error::LtxError;
+use super::header::{Header, Trailer, lock_page};
+
+/// Why inputs cannot be compacted.
+#[derive(Debug, thiserror::Error)]
+pub enum CompactError {
+    #[error("input {index}: {source}")]
+    Input {
+        index: usize,
+        #[source]
+        source: LtxError,
+    },
+    #[error("output: {0}")]
+    Output(#[source] LtxError),
+    #[error("no inputs to compact")]
+    Empty,
+    #[error("input {index}: page size {got} differs from {want}")]
+    PageSize { index: usize, got: u32, want: u32 },
+    #[error(
+        "input {index}: non-contiguous transaction ids: {min:016x}-{max:016x} after {prev:016x}"
+    )]
+    NonContiguous {
+        index: usize,
+        min: u64,
+        max: u64,
+        prev: u64,
+    },
+}
+
+/// Compacts `inputs` (in TXID order) into `out`; returns the writer, header and trailer.
+pub fn compact<R: Read, W: Write>(
+    inputs: Vec<R>,
+    out: W,
+) -> Result<(W, Header, Trailer), CompactError> {
+    let mut decs = Vec::with_capacity(inputs.len());
+    for (index, r) in inputs.into_iter().enumerate() {
+        decs.push(Decoder::new(r).map_err(|source| CompactError::Input { index, source })?);
+    }
+    let header = output_header(&decs)?;
+    let mut enc = Encoder::new(out, header).map_err(CompactError::Output)?;
+    let ps = header.page_size as usize;
+    let lock = lock_page(header.page_size);
+    let mut bufs: Vec<Vec<u8>> = vec![vec![0u8; ps]; decs.len()];
+    let mut cur: Vec<Option<u32>> = Vec::with_capacity(decs.len());
+    for (index, d) in decs.iter_mut().enumerate() {
+        cur.push(
+            d.next_page(&mut bufs[index])
+                .map_err(|source| CompactError::Input { index, source })?,
+        );
+    }
+    while let Some(pgno) = cur.iter().flatten().min().copied() {
+        let winner = cur
+            .iter()
+            .rposition(|c| *c == Some(pgno))
+            .expect("min exists");
+        if pgno <= header.commit && pgno != lock {
+            enc.write_page(pgno, &bufs[winner])
+                .map_err(CompactError::Output)?;
+        }
+        for index in 0..decs.len() {
+            if cur[index] == Some(pgno) {
+                cur[index] = decs[index]
+                    .next_page(&mut bufs[index])
+                    .map_err(|source| CompactError::Input { index, source })?;
+            }
+        }
+    }
+    for (index, d) in decs.into_iter().enumerate() {
+        d.finish()
+            .map_err(|source| CompactError::Input { index, source })?;
+    }
+    let (w, trailer) = enc.finish().map_err(CompactError::Output)?;
+    Ok((w, header, trailer))
+}
+
+fn output_header<R: Read>(decs: &[Decoder<R>]) -> Result<Header, CompactError> {
+    let first = *decs.first().ok_or(CompactError::Empty)?.header();
+    let mut prev = first;
+    for (index, d) in decs.iter().enumerate().skip(1) {
+        let h = d.header();
+        if h.page_size != first.page_size {
+            return Err(CompactError::PageSize {
+                index,
+                got: h.page_size,
+                want: first.page_size,
+            });
+        }
+        if !(h.min_txid <= prev.max_txid + 1 && h.max_txid > prev.max_txid) {
+            return Err(CompactError::NonContiguous {
+                index,
+                min: h.min_txid,
+                max: h.max_txid,
+                prev: prev.max_txid,
+            });
+        }
+        prev = *h;
+    }
+    Ok(Header::new(
+        first.page_size,
+        prev.commit,
+        first.min_txid,
+        prev.max_txid,
+        prev.timestamp_ms,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ltx::decode_all;
+
+    fn file(min: u64, max: u64, commit: u32, pages: &[(u32, u8)], ts: i64) -> Vec<u8> {
+        let mut enc = Encoder::new(Vec::new(), Header::new(512, commit, min, max, ts)).unwrap();
+        for (p, v) in pages {
+            enc.write_page(*p, &[*v; 512]).unwrap();
+        }
+        enc.finish().unwrap().0
+    }
+
+    #[test]
+    fn newest_page_wins_and_shrink_drops_pages() {
+        let a = file(1, 1, 4, &[(1, 1), (2, 1), (3, 1), (4, 1)], 10);
+        let b = file(2, 3, 4, &[(2, 2), (4, 2)], 20);
+        let c = file(4, 4, 3, &[(1, 3)], 30);
+        let (out, h, _) = compact(vec![&a[..], &b[..], &c[..]], Vec::new()).unwrap();
+        assert_eq!(
+            (h.min_txid, h.max_txid, h.commit, h.timestamp_ms),
+            (1, 4, 3, 30)
+        );
+        let d = decode_all(&out).unwrap();
+        let got: Vec<_> = d.pages.iter().map(|(p, v)| (*p, v[0])).collect();
+        assert_eq!(got, vec![(1, 3), (2, 2), (3, 1)]);
+    }
+
+    #[test]
+    fn rejects_gaps_and_page_size_mismatch() {
+        let a = file(2, 2, 4, &[(1, 1)], 1);
+        let b = file(4, 4, 4, &[(1, 1)], 2);
+        assert!(matches!(
+            compact(vec![&a[..], &b[..]], Vec::new()),
+            Err(CompactError::NonContiguous { index: 1, .. })
+        ));
+        let mut enc = Encoder::new(Vec::new(), Header::new(1024, 1, 3, 3, 1)).unwrap();
+        enc.write_page(1, &[0; 1024]).unwrap();
+        let c = enc.finish().unwrap().0;
+        assert!(matches!(
+            compact(vec![&a[..], &c[..]], Vec::new()),
+            Err(CompactError::PageSize { .. })
+        ));
+        let mut bad = b.clone();
+        let n = bad.len();
+        bad[n - 1] ^= 1;
+        assert!(matches!(
+            compact(vec![&a[..], &bad[..]], Vec::new()),
+            Err(CompactError::Input { index: 1, .. })
+        ));
+    }
+}

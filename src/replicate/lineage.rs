@@ -1,0 +1,132 @@
+//! Whether a local database may continue a replica's history (pure).
+//!
+//! A replica's newest state must never be replaced by an unrelated database: a fresh empty
+//! file the application created after a failed or skipped restore, or an old copy. Descent
+//! is known from local state only:
+//! - the meta directory's newest level-0 file (liteship's or Litestream's, same layout);
+//! - the lineage marker `restore` leaves next to the database (same file, same replica).
+
+/// What is known locally and remotely at start.
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    /// TXID of the newest local level-0 file, if any.
+    pub local_txid: Option<u64>,
+    /// Whether the local newest file equals the remote file with the same TXID (by file
+    /// checksum); `None` if the remote has no such file or it was not compared.
+    pub local_matches_remote: Option<bool>,
+    /// TXID of a matching lineage marker (same file, same replica).
+    pub marker_txid: Option<u64>,
+    /// Highest TXID in the replica (0 when empty).
+    pub remote_txid: u64,
+    /// `-allow-new-history`.
+    pub allow_new_history: bool,
+}
+
+/// How replication starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// The replica is empty: a new history from TXID 1.
+    Fresh,
+    /// Continue from the local position (uploading what the replica lacks).
+    Continue,
+    /// The database descends from `txid` of the replica but the local WAL position is
+    /// unknown: a full image at `txid + 1`.
+    ContinueFrom { txid: u64 },
+    /// Explicitly allowed: a new history after the replica's newest TXID.
+    NewHistory { after: u64 },
+    /// Refused, with the reason and what to do.
+    Refuse(String),
+}
+
+/// Decides how a database starts replicating.
+pub fn decide(f: &Facts) -> Start {
+    if f.remote_txid == 0 {
+        return Start::Fresh;
+    }
+    let verdict = match (f.local_txid, f.marker_txid) {
+        (Some(local), _) if local >= f.remote_txid && f.local_matches_remote != Some(false) => {
+            return Start::Continue;
+        }
+        (Some(local), _) if local >= f.remote_txid => format!(
+            "its replication state (txid {local:016x}) disagrees with the replica's file at that txid; another writer may be using this replica path"
+        ),
+        (Some(local), _) => format!(
+            "its replication state ends at txid {local:016x} but the replica already holds txid {:016x}: the database is older than the replica",
+            f.remote_txid
+        ),
+        (None, Some(m)) if m == f.remote_txid => return Start::ContinueFrom { txid: m },
+        (None, Some(m)) => format!(
+            "it was restored at txid {m:016x} but the replica now holds txid {:016x}",
+            f.remote_txid
+        ),
+        (None, None) => format!(
+            "it has no replication state and the replica already holds history up to txid {:016x}; it may be an unrelated database (for example one the application created after a failed or skipped restore)",
+            f.remote_txid
+        ),
+    };
+    if f.allow_new_history {
+        return Start::NewHistory {
+            after: f.remote_txid,
+        };
+    }
+    Start::Refuse(format!(
+        "refusing to replicate: {verdict}. To keep the replica's history, stop the application, move the database aside and run `liteship restore`; to make this database the replica's newest state, restart with -allow-new-history"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(local: Option<u64>, marker: Option<u64>, remote: u64) -> Facts {
+        Facts {
+            local_txid: local,
+            marker_txid: marker,
+            remote_txid: remote,
+            ..Facts::default()
+        }
+    }
+
+    #[test]
+    fn decisions() {
+        assert_eq!(decide(&facts(None, None, 0)), Start::Fresh);
+        assert_eq!(decide(&facts(Some(9), None, 0)), Start::Fresh);
+        assert_eq!(decide(&facts(Some(5), None, 5)), Start::Continue);
+        assert_eq!(
+            decide(&facts(Some(7), None, 5)),
+            Start::Continue,
+            "pending uploads"
+        );
+        assert_eq!(
+            decide(&facts(None, Some(5), 5)),
+            Start::ContinueFrom { txid: 5 }
+        );
+        for f in [
+            facts(Some(3), None, 5),
+            facts(None, Some(3), 5),
+            facts(None, None, 5),
+        ] {
+            match decide(&f) {
+                Start::Refuse(msg) => {
+                    assert!(
+                        msg.contains("liteship restore") && msg.contains("-allow-new-history"),
+                        "{msg}"
+                    );
+                }
+                other => panic!("{f:?}: {other:?}"),
+            }
+            assert_eq!(
+                decide(&Facts {
+                    allow_new_history: true,
+                    ..f
+                }),
+                Start::NewHistory { after: 5 }
+            );
+        }
+        let diverged = Facts {
+            local_matches_remote: Some(false),
+            ..facts(Some(5), None, 5)
+        };
+        assert!(matches!(decide(&diverged), Start::Refuse(m) if m.contains("another writer")));
+    }
+}
