@@ -156,7 +156,7 @@ mod tests {
             compact(vec![&a[..], &c[..]], Vec::new()),
             Err(CompactError::PageSize { .. })
         ));
-        let mut bad = b.clone();
+        let mut bad = file(3, 3, 4, &[(2, 9)], 3);
         let n = bad.len();
         bad[n - 1] ^= 1;
         assert!(matches!(
