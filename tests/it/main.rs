@@ -2,6 +2,7 @@
 
 mod conformance;
 mod oracle_ltx;
+mod replicate_core;
 mod restore_compat;
 mod restore_errors;
 mod restore_faults;

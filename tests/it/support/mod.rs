@@ -6,6 +6,7 @@ pub mod cli;
 pub mod faults;
 pub mod garage;
 pub mod oracle;
+pub mod replicator;
 pub mod s3;
 pub mod sqlite;
 

@@ -1,0 +1,188 @@
+//! Runs `liteship replicate` and `liteship-load` as real processes, and reads databases.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use liteship::replica::S3Config;
+
+/// A running replicator; killed on drop.
+pub struct Replicator {
+    child: Option<Child>,
+    pub log: PathBuf,
+    pub addr: String,
+}
+
+impl Replicator {
+    /// `liteship replicate -addr 127.0.0.1:<free> ARGS`, logging to `<dir>/replicate-N.log`.
+    pub fn start(dir: &Path, args: &[&str], creds: Option<&S3Config>) -> Replicator {
+        let port = super::free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let n = std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+        let log = dir.join(format!("replicate-{n}.log"));
+        let f = std::fs::File::create(&log).unwrap();
+        let mut c = super::cli::liteship();
+        if let Some(s3) = creds {
+            c.env("AWS_ACCESS_KEY_ID", s3.access_key_id.as_deref().unwrap())
+                .env(
+                    "AWS_SECRET_ACCESS_KEY",
+                    s3.secret_access_key.as_deref().unwrap(),
+                );
+        }
+        let child = c
+            .arg("replicate")
+            .args(["-addr", &addr])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .unwrap();
+        Replicator {
+            child: Some(child),
+            log,
+            addr,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    /// SIGTERM and wait (up to 60 s).
+    pub fn stop(mut self) -> ExitStatus {
+        let mut c = self.child.take().unwrap();
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        wait_timeout(&mut c, Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("replicator did not stop: {}", self.log_text()))
+    }
+
+    /// SIGKILL, no chance to clean up.
+    pub fn kill9(mut self) {
+        let mut c = self.child.take().unwrap();
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// HTTP GET on the replicator's address: (status, body).
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(&self.addr, path)
+    }
+
+    /// Waits until `/readyz` answers `want`.
+    pub fn wait_ready(&self, want: u16, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.get("/readyz").is_some_and(|(s, _)| s == want) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        false
+    }
+
+    /// A metric's value (first series whose line starts with `name`).
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let (_, body) = self.get("/metrics")?;
+        body.lines()
+            .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+            .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+}
+
+impl Drop for Replicator {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn wait_timeout(c: &mut Child, t: Duration) -> Option<ExitStatus> {
+    let deadline = Instant::now() + t;
+    while Instant::now() < deadline {
+        if let Some(s) = c.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let status = buf.split(' ').nth(1)?.parse().ok()?;
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// `liteship-load DB ARGS` as a child process.
+pub fn load(db: &Path, args: &[&str]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_liteship-load"))
+        .arg(db)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for a load process and returns how many commits it made.
+pub fn finish_load(c: Child) -> u64 {
+    let out = c.wait_with_output().unwrap();
+    assert!(out.status.success(), "load generator failed");
+    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap()
+}
+
+/// The rows of every user table, hashed in a stable order (content comparison).
+pub fn content_hash(db: &Path) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap();
+    let tables: Vec<String> = c
+        .prepare("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' AND name NOT LIKE '_litestream_%' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for t in tables {
+        t.hash(&mut h);
+        let mut st = c
+            .prepare(&format!("SELECT * FROM \"{t}\" ORDER BY rowid"))
+            .unwrap();
+        let cols = st.column_count();
+        let mut rows = st.query([]).unwrap();
+        while let Some(r) = rows.next().unwrap() {
+            for i in 0..cols {
+                format!("{:?}", r.get_ref(i).unwrap()).hash(&mut h);
+            }
+        }
+    }
+    h.finish()
+}
+
+/// Per writer: the highest `seq` and whether seqs are contiguous from 1.
+pub fn load_rows(db: &Path) -> Vec<(i64, i64, bool)> {
+    let c = rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .unwrap();
+    let mut st = c.prepare("SELECT writer, MAX(seq), COUNT(*) = MAX(seq) FROM load GROUP BY writer ORDER BY writer").unwrap();
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
