@@ -3,6 +3,7 @@
 mod conformance;
 mod oracle_ltx;
 mod replicate_core;
+mod replicate_ops;
 mod restore_compat;
 mod restore_errors;
 mod restore_faults;

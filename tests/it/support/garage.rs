@@ -34,6 +34,7 @@ pub struct Garage {
     pub access_key_id: String,
     pub secret_access_key: String,
     pub dir: PathBuf,
+    pid: std::sync::Arc<std::sync::Mutex<u32>>,
 }
 
 impl Garage {
@@ -67,13 +68,14 @@ api_bind_addr = "127.0.0.1:{admin}"
         std::fs::File::create(&cfg)
             .and_then(|mut f| f.write_all(toml.as_bytes()))
             .unwrap();
-        spawn_server(&cfg, &dir);
+        let pid = spawn_server(&cfg, &dir);
         let g = Garage {
             endpoint: format!("http://127.0.0.1:{s3}"),
-            admin_endpoint: format!("http://127.0.0.1:{admin}"),
+            admin_endpoint: format!("127.0.0.1:{admin}"),
             access_key_id: format!("GK{}", random_hex(24)),
             secret_access_key: random_hex(64),
             dir,
+            pid: std::sync::Arc::new(std::sync::Mutex::new(pid)),
         };
         g.configure(&cfg);
         g
@@ -101,12 +103,46 @@ api_bind_addr = "127.0.0.1:{admin}"
         );
         retry_cli(cfg, &["key", "allow", "--create-bucket", "liteship-test"]);
     }
+
+    /// Kills the server (the S3 endpoint refuses connections until [`Garage::resume`]).
+    pub fn stop(&self) {
+        let pid = *self.pid.lock().unwrap();
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        let port = self.endpoint.rsplit(':').next().unwrap().to_string();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_ok()
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts the server again on the same ports and data.
+    pub fn resume(&self) {
+        let cfg = self.dir.join("garage.toml");
+        *self.pid.lock().unwrap() = spawn_server(&cfg, &self.dir);
+        retry_cli(&cfg, &["bucket", "list"]);
+    }
+
+    /// Total S3 requests the server has answered (its admin `/metrics`).
+    pub fn s3_requests(&self) -> u64 {
+        let (_, body) = super::replicator::http_get(&self.admin_endpoint, "/metrics")
+            .expect("garage admin metrics");
+        body.lines()
+            .filter(|l| l.starts_with("api_s3_request_counter"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>() as u64
+    }
 }
 
-fn spawn_server(cfg: &Path, dir: &Path) {
+fn spawn_server(cfg: &Path, dir: &Path) -> u32 {
     let bin = garage_bin();
     let cfg = cfg.to_path_buf();
-    let log = std::fs::File::create(dir.join("server.log")).unwrap();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("server.log"))
+        .unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::Builder::new()
         .name("garage-parent".into())
@@ -126,7 +162,7 @@ fn spawn_server(cfg: &Path, dir: &Path) {
                     Ok(())
                 });
             }
-            let res = cmd.spawn().map(|_child| ()).map_err(|e| {
+            let res = cmd.spawn().map(|child| child.id()).map_err(|e| {
                 format!(
                     "cannot start Garage ({}): {e}. Install it with `cargo install garage --locked --version 2.5.0` or run scripts/test.sh",
                     bin.display()
@@ -139,7 +175,7 @@ fn spawn_server(cfg: &Path, dir: &Path) {
             }
         })
         .unwrap();
-    rx.recv().unwrap().unwrap_or_else(|e| panic!("{e}"));
+    rx.recv().unwrap().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// Runs a Garage CLI command, retrying while the node starts up.

@@ -77,7 +77,11 @@ pub struct TestBucket {
 
 impl TestBucket {
     pub async fn new() -> TestBucket {
-        let srv = server();
+        Self::on(server()).await
+    }
+
+    /// A bucket on a server of the test's own (for tests that stop it or count requests).
+    pub async fn on(srv: &S3Server) -> TestBucket {
         let bucket = format!("liteship-{}", random_hex(12));
         let config = S3Config {
             bucket: bucket.clone(),
@@ -89,7 +93,7 @@ impl TestBucket {
             secret_access_key: Some(srv.secret_access_key.clone()),
             ..S3Config::default()
         };
-        raw_client(&config)
+        raw_client_for(srv, &config)
             .await
             .create_bucket()
             .bucket(&bucket)
@@ -111,15 +115,30 @@ impl TestBucket {
             "s3://{}/{}?endpoint={}&region={}&forcePathStyle=true",
             self.config.bucket,
             self.config.path,
-            server().endpoint,
-            server().region
+            self.config.endpoint.as_deref().unwrap(),
+            self.config.region.as_deref().unwrap()
         )
     }
 }
 
 /// A plain SDK client for the server, to inspect or plant objects directly.
 pub async fn raw_client(config: &S3Config) -> aws_sdk_s3::Client {
-    let srv = server();
+    raw_client_for(server(), config).await
+}
+
+/// A dedicated Garage server for one test.
+pub fn own_garage() -> S3Server {
+    let g = Garage::start();
+    S3Server {
+        endpoint: g.endpoint.clone(),
+        region: REGION.into(),
+        access_key_id: g.access_key_id.clone(),
+        secret_access_key: g.secret_access_key.clone(),
+        garage: Some(g),
+    }
+}
+
+async fn raw_client_for(srv: &S3Server, config: &S3Config) -> aws_sdk_s3::Client {
     let creds = aws_sdk_s3::config::Credentials::new(
         &srv.access_key_id,
         &srv.secret_access_key,

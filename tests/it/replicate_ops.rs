@@ -1,0 +1,203 @@
+//! Operational behaviour: an idle database costs nothing, an S3 outage under load is
+//! survived without loss, large databases and WAL backlogs are handled.
+
+use std::time::{Duration, Instant};
+
+use crate::support::cli::{restore, s, text};
+use crate::support::oracle::{Litestream, Target, write_config_with};
+use crate::support::replicator::{Replicator, content_hash, finish_load, load};
+use crate::support::s3::{TestBucket, own_garage};
+use crate::support::sqlite::integrity_check;
+
+fn cpu_seconds(pid: i32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
+fn assert_restore_equals(
+    url: &str,
+    creds: Option<&liteship::replica::S3Config>,
+    source: &std::path::Path,
+    dir: &std::path::Path,
+    tag: &str,
+) {
+    let ours = dir.join(format!("ours-{tag}.db"));
+    let r = restore(&["-o", s(&ours), url], creds);
+    assert!(r.status.success(), "{}", text(&r));
+    assert_eq!(integrity_check(&ours), "ok");
+    assert_eq!(
+        content_hash(&ours),
+        content_hash(source),
+        "{tag}: restore differs from the source"
+    );
+    let theirs = dir.join(format!("theirs-{tag}.db"));
+    let r = Litestream::v0_5_17().restore(&["-o", s(&theirs), url], creds);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(
+        content_hash(&theirs),
+        content_hash(source),
+        "{tag}: Litestream's restore differs"
+    );
+}
+
+/// After the first snapshot and the last compaction, five idle minutes send zero requests
+/// to the S3 server and use under 1% of a CPU.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_database_sends_no_requests() {
+    let srv = own_garage();
+    let garage = srv.garage.clone().unwrap();
+    let tb = TestBucket::on(&srv).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    finish_load(load(&db, &["--rate", "100", "--duration", "0.3"]));
+    let cfg = write_config_with(
+        dir.path(),
+        &db,
+        Target::S3(&tb.config),
+        "levels:\n  - interval: 1s\n  - interval: 2s\nl0-retention: 1s\nl0-retention-check-interval: 1s\n",
+    );
+    let rep = Replicator::start(dir.path(), &["-config", s(&cfg)], None);
+    assert!(
+        rep.wait_ready(200, Duration::from_secs(30)),
+        "{}",
+        rep.log_text()
+    );
+    finish_load(load(&db, &["--rate", "100", "--duration", "2"]));
+    std::thread::sleep(Duration::from_secs(10)); // uploads, compactions, L0 retention settle
+    let (r0, c0, t0) = (garage.s3_requests(), cpu_seconds(rep.pid()), Instant::now());
+    std::thread::sleep(Duration::from_secs(300));
+    let (r1, c1) = (garage.s3_requests(), cpu_seconds(rep.pid()));
+    let cpu = (c1 - c0) / t0.elapsed().as_secs_f64();
+    assert_eq!(r1 - r0, 0, "requests while idle");
+    assert!(cpu < 0.01, "idle CPU {:.3}%", cpu * 100.0);
+    eprintln!(
+        "idle: {} requests, CPU {:.3}% over {:?}",
+        r1 - r0,
+        cpu * 100.0,
+        t0.elapsed()
+    );
+    assert!(rep.stop().success());
+}
+
+/// The S3 server down for 60 s under load: no crash, /readyz goes 503 and back to 200, the
+/// backlog (more than 256 files) drains, nothing is lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn s3_outage_under_load() {
+    let srv = own_garage();
+    let garage = srv.garage.clone().unwrap();
+    let tb = TestBucket::on(&srv).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    finish_load(load(&db, &["--rate", "100", "--duration", "0.3"]));
+    let cfg = write_config_with(dir.path(), &db, Target::S3(&tb.config), "");
+    let rep = Replicator::start(dir.path(), &["-config", s(&cfg)], None);
+    assert!(
+        rep.wait_ready(200, Duration::from_secs(30)),
+        "{}",
+        rep.log_text()
+    );
+    let writer = load(&db, &["--rate", "200", "--duration", "75", "--writer", "1"]);
+    std::thread::sleep(Duration::from_secs(3));
+    garage.stop();
+    assert!(
+        rep.wait_ready(503, Duration::from_secs(58)),
+        "readyz never reported the outage"
+    );
+    std::thread::sleep(Duration::from_secs(15));
+    garage.resume();
+    let n = finish_load(writer);
+    assert!(n > 10_000);
+    assert!(
+        rep.wait_ready(200, Duration::from_secs(90)),
+        "did not recover: {}",
+        rep.log_text()
+    );
+    let log_path = rep.log.clone();
+    let status = rep.stop();
+    let log = std::fs::read_to_string(log_path).unwrap();
+    assert!(status.success(), "exit {status}: {log}");
+    assert!(
+        log.contains("upload failed") && log.contains("uploads recovered"),
+        "{log}"
+    );
+    assert_restore_equals(&tb.url(), Some(&tb.config), &db, dir.path(), "outage");
+}
+
+/// Growth past 1 GiB (the lock page at 4 KiB pages) while replicating.
+#[test]
+fn growth_past_one_gib() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let root = dir.path().join("replica");
+    let url = format!("file://{}", root.display());
+    finish_load(load(&db, &["--rate", "10", "--duration", "0.1"]));
+    let rep = Replicator::start(dir.path(), &[s(&db), &url], None);
+    assert!(
+        rep.wait_ready(200, Duration::from_secs(20)),
+        "{}",
+        rep.log_text()
+    );
+    finish_load(load(
+        &db,
+        &["--rate", "200", "--duration", "2", "--grow-mb", "1100"],
+    ));
+    let size = std::fs::metadata(&db).unwrap().len()
+        + std::fs::metadata(liteship::db::sidecar(&db, "-wal")).map_or(0, |m| m.len());
+    assert!(size > 1 << 30, "database grew to {size} bytes only");
+    assert!(rep.stop().success(), "stop");
+    assert_restore_equals(&url, None, &db, dir.path(), "1gib");
+}
+
+/// A WAL past `truncate-page-n` triggers the emergency TRUNCATE checkpoint; the replica
+/// stays restorable and complete (spec 7 #7).
+#[test]
+fn emergency_truncate_keeps_the_replica_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let root = dir.path().join("replica");
+    finish_load(load(&db, &["--rate", "10", "--duration", "0.1"]));
+    let cfg = write_config_with(dir.path(), &db, Target::File(&root), "");
+    let yml = std::fs::read_to_string(&cfg).unwrap().replace("    monitor-interval: 100ms\n", "    monitor-interval: 100ms\n    min-checkpoint-page-count: 100000\n    truncate-page-n: 300\n    max-sync-wal-bytes: 200KB\n");
+    std::fs::write(&cfg, yml).unwrap();
+    let reader = rusqlite::Connection::open(&db).unwrap();
+    // An application reader holding an old snapshot makes PASSIVE stall, forcing TRUNCATE.
+    reader
+        .execute_batch("BEGIN; SELECT COUNT(*) FROM load;")
+        .unwrap();
+    let rep = Replicator::start(dir.path(), &["-config", s(&cfg)], None);
+    assert!(
+        rep.wait_ready(200, Duration::from_secs(20)),
+        "{}",
+        rep.log_text()
+    );
+    let w = load(
+        &db,
+        &["--rate", "300", "--duration", "4", "--payload", "3000"],
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    reader.execute_batch("COMMIT").unwrap();
+    finish_load(w);
+    std::thread::sleep(Duration::from_secs(2));
+    let truncates = rep.metric("litestream_checkpoint_count{db=").unwrap_or(0.0);
+    let log_path = rep.log.clone();
+    assert!(rep.stop().success());
+    let log = std::fs::read_to_string(log_path).unwrap();
+    assert!(
+        log.contains("emergency TRUNCATE"),
+        "no emergency checkpoint (checkpoints {truncates}): {log}"
+    );
+    assert_restore_equals(
+        &format!("file://{}", root.display()),
+        None,
+        &db,
+        dir.path(),
+        "truncate",
+    );
+}
