@@ -15,22 +15,40 @@ pub fn crc64(bytes: &[u8]) -> u64 {
     crc_fast::checksum(CrcAlgorithm::Crc64GoIso, bytes)
 }
 
-/// A running file checksum over the bytes of one LTX file.
+/// `crc(A ‖ B)` from `crc(A)`, `crc(B)` and the length of B: lets ranges of one file be
+/// checksummed in parallel.
+pub fn crc64_combine(a: u64, b: u64, len_b: u64) -> u64 {
+    crc_fast::checksum_combine(CrcAlgorithm::Crc64GoIso, a, b, len_b)
+}
+
+/// A running file checksum over the bytes of one LTX file (or of a range of it).
 #[derive(Clone)]
-pub struct FileHasher(Digest);
+pub struct FileHasher {
+    digest: Digest,
+    len: u64,
+}
 
 impl FileHasher {
     pub fn new() -> Self {
-        Self(Digest::new(CrcAlgorithm::Crc64GoIso))
+        FileHasher {
+            digest: Digest::new(CrcAlgorithm::Crc64GoIso),
+            len: 0,
+        }
     }
 
     pub fn update(&mut self, bytes: &[u8]) {
-        self.0.update(bytes);
+        self.digest.update(bytes);
+        self.len += bytes.len() as u64;
+    }
+
+    /// The plain CRC of what was hashed so far (no flag bit) and its length in bytes.
+    pub fn raw(&self) -> (u64, u64) {
+        (self.digest.finalize(), self.len)
     }
 
     /// The stored form of the checksum: the CRC with bit 63 set.
     pub fn finish(self) -> u64 {
-        self.0.finalize() | CHECKSUM_FLAG
+        self.digest.finalize() | CHECKSUM_FLAG
     }
 }
 
@@ -61,6 +79,19 @@ mod tests {
         h.update(b"1234");
         h.update(b"56789");
         assert_eq!(h.finish(), 0xb909_56c7_75a4_1001 | CHECKSUM_FLAG);
+    }
+
+    #[test]
+    fn combine_equals_one_pass() {
+        let (a, b) = (
+            b"LTX1 header bytes".as_slice(),
+            b"and then the pages".as_slice(),
+        );
+        let whole = crc64(&[a, b].concat());
+        assert_eq!(crc64_combine(crc64(a), crc64(b), b.len() as u64), whole);
+        let mut h = FileHasher::new();
+        h.update(b);
+        assert_eq!(h.raw(), (crc64(b), b.len() as u64));
     }
 
     #[test]

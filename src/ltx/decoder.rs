@@ -52,6 +52,38 @@ impl<R: Read> Decoder<R> {
         &self.header
     }
 
+    /// A decoder for a range of a file's page block that starts at byte `offset` (a frame
+    /// boundary) of a file with `header`, hashing only the range's bytes; used to decode
+    /// one file in parallel ranges. Read its frames with [`Decoder::next_page`], then take
+    /// [`Decoder::range_checksum`].
+    pub fn range(r: R, header: Header, offset: u64) -> Self {
+        Decoder {
+            r,
+            offset,
+            header,
+            hasher: FileHasher::new(),
+            prev_pgno: 0,
+            pages_done: false,
+            compressed: Vec::new(),
+            db_checksum: 0,
+        }
+    }
+
+    /// The plain CRC and length of the bytes hashed so far (see [`Decoder::range`]).
+    pub fn range_checksum(&self) -> (u64, u64) {
+        self.hasher.raw()
+    }
+
+    /// The underlying reader.
+    pub fn reader_mut(&mut self) -> &mut R {
+        &mut self.r
+    }
+
+    /// Bytes consumed from the input so far (the absolute offset for a range decoder).
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
     /// Reads the next page into `page` (which must be `page_size` long) and returns its page
     /// number, or `None` after the page block's terminator.
     pub fn next_page(&mut self, page: &mut [u8]) -> Result<Option<u32>, LtxError> {

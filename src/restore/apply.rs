@@ -33,15 +33,17 @@ pub struct Applied {
 /// Progress callback: (files done, bytes consumed).
 pub type Progress<'a> = &'a mut dyn FnMut(usize, u64);
 
-/// Applies `files` (whose chunks arrive on `rx` in order) to `out`.
+/// Applies `files` (whose chunks arrive on `rx` in order) to `out`. `base` is the header of
+/// a snapshot already written to `out` (decoded in parallel), which the files continue.
 pub fn apply(
     files: &[LtxFileInfo],
     keys: &[String],
     rx: &mut mpsc::Receiver<ChunkResult>,
     out: &File,
+    base: Option<Header>,
     progress: Progress<'_>,
 ) -> Result<Applied, RestoreError> {
-    let mut st = State::default();
+    let mut st = base.map_or_else(State::default, State::after_snapshot);
     let mut consumed = 0u64;
     for (i, info) in files.iter().enumerate() {
         let mut reader = ChunkReader {
@@ -147,6 +149,23 @@ fn apply_file<R: Read>(
 }
 
 impl State {
+    /// The state after a complete snapshot `h` (every page up to its commit written).
+    fn after_snapshot(h: Header) -> State {
+        let words = (h.commit as usize).div_ceil(64);
+        let mut covered = vec![u64::MAX; words];
+        let tail = h.commit as usize % 64;
+        if tail != 0 {
+            covered[words - 1] = (1u64 << tail) - 1;
+        }
+        State {
+            page_size: h.page_size,
+            commit: h.commit,
+            prev_max: h.max_txid,
+            pages_written: u64::from(h.commit),
+            covered,
+        }
+    }
+
     fn check_header(&mut self, info: &LtxFileInfo, h: &Header) -> Result<(), FileError> {
         if (h.min_txid, h.max_txid) != (info.min_txid, info.max_txid) {
             return Err(FileError::Invalid(format!(

@@ -11,6 +11,7 @@
 pub mod apply;
 pub mod fetch;
 pub mod output;
+pub mod parallel;
 pub mod plan;
 pub mod v3;
 
@@ -269,36 +270,43 @@ async fn write_and_publish(
     tmp: &Path,
     file: std::fs::File,
 ) -> Result<apply::Applied, RestoreError> {
-    let keys: Vec<String> = plan
-        .files
+    let mut files = plan.effective_files().to_vec();
+    let file = Arc::new(file);
+    let big_snapshot = files[0].min_txid == 1 && files[0].size >= parallel::PARALLEL_MIN_SIZE;
+    let base = if big_snapshot && opts.parallelism > 1 {
+        let snap =
+            parallel::apply_snapshot(client.clone(), &files[0], file.clone(), opts.parallelism)
+                .await?;
+        files.remove(0);
+        Some(snap.header)
+    } else {
+        None
+    };
+    let keys: Vec<String> = files
         .iter()
         .map(|f| client.key(f.level, f.min_txid, f.max_txid))
         .collect();
-    let specs = fetch::chunk_specs(&plan.files, opts.chunk_size);
+    let specs = fetch::chunk_specs(&files, opts.chunk_size);
     let mut rx = fetch::spawn_fetcher(client, specs, opts.parallelism);
-    let files = plan.files.clone();
-    let total = plan.total_size();
+    let total = files.iter().map(|f| f.size).sum();
     let show = opts.progress;
-    let (tmp_owned, out, check) = (tmp.to_path_buf(), opts.output.clone(), opts.integrity_check);
-    let (owner, mode) = (opts.owner, opts.mode);
-    let applied = tokio::task::spawn_blocking(move || -> Result<apply::Applied, RestoreError> {
+    let tmp_owned = tmp.to_path_buf();
+    let (applied, file) = tokio::task::spawn_blocking(move || -> Result<_, RestoreError> {
         let mut meter = ProgressMeter::new(show, files.len(), total);
-        let applied = apply::apply(&files, &keys, &mut rx, &file, &mut |n, b| {
+        let applied = apply::apply(&files, &keys, &mut rx, &file, base, &mut |n, b| {
             meter.update(n, b)
         })?;
         meter.done();
         drop(rx);
         file.set_len(u64::from(applied.commit) * u64::from(applied.page_size))
-            .and_then(|()| file.sync_all())
             .map_err(|e| RestoreError::io("write", &tmp_owned, e))?;
-        drop(file);
-        output::integrity_check(&tmp_owned, check)?;
-        output::set_owner_and_mode(&tmp_owned, &out, owner, mode)?;
-        Ok(applied)
+        Ok((applied, file))
     })
     .await
     .map_err(|e| RestoreError::Inconsistent(format!("restore task failed: {e}")))??;
-    output::publish(tmp, &opts.output, opts.force)?;
+    let file = Arc::try_unwrap(file)
+        .map_err(|_| RestoreError::Inconsistent("restore output still in use".into()))?;
+    finalize(tmp, file, opts).await?;
     Ok(applied)
 }
 

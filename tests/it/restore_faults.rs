@@ -98,3 +98,97 @@ async fn endless_drops_fail_cleanly() {
     assert!(!out.exists());
     assert!(!liteship::replica::file::tmp_path(&out).exists());
 }
+
+/// A replica whose snapshot is large enough for the parallel path: 6000 random pages
+/// (24 MiB, incompressible) and five incremental files.
+async fn big_replica(root: &std::path::Path) -> FileReplica {
+    let c = FileReplica::new(root);
+    let (ps, commit) = (4096u32, 6000u32);
+    let mut enc = Encoder::new(Vec::new(), Header::new(ps, commit, 1, 1, 1000)).unwrap();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut page = vec![0u8; ps as usize];
+    for p in 1..=commit {
+        for b in page.chunks_mut(8) {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            b.copy_from_slice(&seed.to_le_bytes());
+        }
+        enc.write_page(p, &page).unwrap();
+    }
+    let (bytes, _) = enc.finish().unwrap();
+    assert!(bytes.len() as u64 >= liteship::restore::parallel::PARALLEL_MIN_SIZE);
+    c.write(9, 1, 1, Body::Bytes(bytes.into()), 1000)
+        .await
+        .unwrap();
+    for tx in 2..=6u64 {
+        let mut enc = Encoder::new(
+            Vec::new(),
+            Header::new(ps, commit + 1, tx, tx, 1000 + tx as i64),
+        )
+        .unwrap();
+        enc.write_page(tx as u32 * 100, &vec![tx as u8; ps as usize])
+            .unwrap();
+        enc.write_page(commit + 1, &vec![0xee; ps as usize])
+            .unwrap();
+        let (bytes, _) = enc.finish().unwrap();
+        c.write(0, tx, tx, Body::Bytes(bytes.into()), 1000 + tx as i64)
+            .await
+            .unwrap();
+    }
+    c
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn parallel_snapshot_decode_equals_sequential_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = big_replica(&dir.path().join("r")).await;
+    let seq = dir.path().join("seq.db");
+    let Outcome::Restored(_) = restore(Arc::new(base.clone()), &opts(&seq, 1))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    let flaky = Arc::new(Flaky::new(base, 3, 300_000).breaking_long_reads(4 << 20));
+    let par = dir.path().join("par.db");
+    let client: Arc<dyn ReplicaClient> = flaky.clone();
+    let Outcome::Restored(r) = restore(client, &opts(&par, 4)).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(r.txid, 6);
+    assert!(
+        std::fs::read(&par).unwrap() == std::fs::read(&seq).unwrap(),
+        "parallel decode differs"
+    );
+    assert_eq!(
+        flaky.breaks_left.load(Ordering::SeqCst),
+        0,
+        "the injected drops happened"
+    );
+    assert!(
+        flaky.max_in_flight.load(Ordering::SeqCst) >= 2,
+        "ranges were decoded concurrently"
+    );
+    assert_eq!(std::fs::metadata(&par).unwrap().len(), 6001 * 4096);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn corrupt_large_snapshot_is_detected_in_parallel_decode() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("r");
+    let base = big_replica(&root).await;
+    let snap = root.join("ltx/9/0000000000000001-0000000000000001.ltx");
+    let mut bytes = std::fs::read(&snap).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x01;
+    std::fs::write(&snap, &bytes).unwrap();
+    let out = dir.path().join("bad.db");
+    let err = restore(Arc::new(base), &opts(&out, 4)).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("0000000000000001-0000000000000001.ltx"),
+        "{err}"
+    );
+    assert!(!out.exists() && !liteship::replica::file::tmp_path(&out).exists());
+}

@@ -21,6 +21,8 @@ pub struct Flaky<C> {
     pub in_flight: Arc<AtomicUsize>,
     pub max_in_flight: Arc<AtomicUsize>,
     pub opens: AtomicUsize,
+    /// Only reads of at least this many bytes (or to the end) may break.
+    pub break_min_len: u64,
 }
 
 impl<C> Flaky<C> {
@@ -32,7 +34,14 @@ impl<C> Flaky<C> {
             in_flight: Arc::default(),
             max_in_flight: Arc::default(),
             opens: AtomicUsize::new(0),
+            break_min_len: 0,
         }
+    }
+
+    /// Breaks only reads of at least `n` bytes (long ranged streams).
+    pub fn breaking_long_reads(mut self, n: u64) -> Self {
+        self.break_min_len = n;
+        self
     }
 }
 
@@ -100,10 +109,12 @@ impl<C: ReplicaClient> ReplicaClient for Flaky<C> {
     ) -> Result<ByteReader, StorageError> {
         self.opens.fetch_add(1, Ordering::SeqCst);
         let inner = self.inner.open(l, a, b, off, len).await?;
-        let breaking = self
-            .breaks_left
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-            .is_ok();
+        let long = len.is_none_or(|l| l >= self.break_min_len);
+        let breaking = long
+            && self
+                .breaks_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
         // Hold the stream open a moment so concurrent downloads overlap measurably.
