@@ -91,7 +91,7 @@ pub async fn apply_snapshot(
     check_complete(&entries, &header).map_err(corrupt)?;
     let ranges = split(&entries, parallelism);
     let mut tasks = Vec::new();
-    for r in ranges.iter().cloned() {
+    for r in ranges {
         let (client, out, f2) = (client.clone(), out.clone(), f.clone());
         let rt = tokio::runtime::Handle::current();
         tasks.push(tokio::task::spawn_blocking(move || {
