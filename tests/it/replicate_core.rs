@@ -406,23 +406,21 @@ fn restore_if_missing_and_exec() {
         db.display()
     );
     let mut c = crate::support::cli::liteship();
-    let out = c
-        .args([
-            "replicate",
-            "-restore-if-db-not-exists",
-            "-exec",
-            &exec,
-            s(&db),
-            &url,
-        ])
-        .output()
-        .unwrap();
+    let out = c.args([
+        "replicate",
+        "-restore-if-db-not-exists",
+        "-exec",
+        &exec,
+        s(&db),
+        &url,
+    ]);
+    let out = crate::support::cli::output_within(out, Duration::from_secs(120));
     assert!(out.status.success(), "{}", text(&out));
     assert_restores_equal(dir.path(), &url, None, &db);
     let mut c = crate::support::cli::liteship();
-    let out = c
-        .args(["replicate", "-exec", "sh -c 'exit 7'", s(&db), &url])
-        .output()
-        .unwrap();
+    let out = crate::support::cli::output_within(
+        c.args(["replicate", "-exec", "sh -c 'exit 7'", s(&db), &url]),
+        Duration::from_secs(120),
+    );
     assert_eq!(out.status.code(), Some(7), "{}", text(&out));
 }

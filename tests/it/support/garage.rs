@@ -40,7 +40,10 @@ pub struct Garage {
 impl Garage {
     /// Starts a server; panics with a clear message if Garage is not installed.
     pub fn start() -> Garage {
-        let dir = std::env::temp_dir().join(format!("liteship-garage-{}", std::process::id()));
+        remove_stale_dirs();
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = std::env::temp_dir().join(format!("liteship-garage-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         let (s3, rpc, admin) = (free_port(), free_port(), free_port());
@@ -132,6 +135,25 @@ api_bind_addr = "127.0.0.1:{admin}"
             .filter(|l| l.starts_with("api_s3_request_counter"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>() as u64
+    }
+}
+
+/// Removes the directories of servers whose test process is gone.
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name
+            .strip_prefix("liteship-garage-")
+            .and_then(|r| r.split('-').next())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
     }
 }
 

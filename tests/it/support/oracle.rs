@@ -90,7 +90,7 @@ impl Litestream {
                     s3.secret_access_key.as_deref().unwrap(),
                 );
         }
-        c.arg("restore").args(args).output().unwrap()
+        super::cli::output_within(c.arg("restore").args(args), Duration::from_secs(180))
     }
 }
 
