@@ -1,6 +1,7 @@
 //! liteship's integration tests: one binary, so the S3 server and oracle installs are shared.
 
 mod conformance;
+mod nomad_job;
 mod oracle_ltx;
 mod replicate_core;
 mod replicate_ops;

@@ -40,6 +40,11 @@ pub struct Garage {
 impl Garage {
     /// Starts a server; panics with a clear message if Garage is not installed.
     pub fn start() -> Garage {
+        Self::start_in_region(REGION)
+    }
+
+    /// Starts a server whose S3 API signs for `region`.
+    pub fn start_in_region(region: &str) -> Garage {
         remove_stale_dirs();
         static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -58,7 +63,7 @@ rpc_public_addr = "127.0.0.1:{rpc}"
 rpc_secret = "{secret}"
 
 [s3_api]
-s3_region = "{REGION}"
+s3_region = "{region}"
 api_bind_addr = "127.0.0.1:{s3}"
 root_domain = ".s3.garage.localhost"
 

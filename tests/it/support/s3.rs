@@ -82,7 +82,12 @@ impl TestBucket {
 
     /// A bucket on a server of the test's own (for tests that stop it or count requests).
     pub async fn on(srv: &S3Server) -> TestBucket {
-        let bucket = format!("liteship-{}", random_hex(12));
+        Self::named(srv, &format!("liteship-{}", random_hex(12))).await
+    }
+
+    /// A fresh bucket called `bucket` on `srv`.
+    pub async fn named(srv: &S3Server, bucket: &str) -> TestBucket {
+        let bucket = bucket.to_string();
         let config = S3Config {
             bucket: bucket.clone(),
             path: "db".into(),
@@ -128,10 +133,15 @@ pub async fn raw_client(config: &S3Config) -> aws_sdk_s3::Client {
 
 /// A dedicated Garage server for one test.
 pub fn own_garage() -> S3Server {
-    let g = Garage::start();
+    own_garage_in(REGION)
+}
+
+/// A dedicated Garage server signing for `region`.
+pub fn own_garage_in(region: &str) -> S3Server {
+    let g = Garage::start_in_region(region);
     S3Server {
         endpoint: g.endpoint.clone(),
-        region: REGION.into(),
+        region: region.into(),
         access_key_id: g.access_key_id.clone(),
         secret_access_key: g.secret_access_key.clone(),
         garage: Some(g),
