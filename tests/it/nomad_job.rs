@@ -443,7 +443,7 @@ async fn allocation_lifecycle() {
     stop(rep, &a2);
 
     // 3. A restart with the sticky disk still present skips the restore.
-    let before = std::fs::read(&a2.db()).unwrap();
+    let before = std::fs::read(a2.db()).unwrap();
     let r = run_restore(&j, &a2, &ep, &srv);
     assert!(
         r.status.success()
@@ -451,7 +451,7 @@ async fn allocation_lifecycle() {
         "{}",
         text(&r)
     );
-    assert!(std::fs::read(&a2.db()).unwrap() == before);
+    assert!(std::fs::read(a2.db()).unwrap() == before);
     let rep = start_replicate(&j, &a2, &ep, &srv);
     finish_load(load(
         &a2.db(),
