@@ -58,6 +58,8 @@ impl Garage {
 data_dir = "{d}/data"
 db_engine = "sqlite"
 replication_factor = 1
+# MinIO stores objects as they are; Garage's default zstd would spend the shared cores.
+compression_level = "none"
 rpc_bind_addr = "127.0.0.1:{rpc}"
 rpc_public_addr = "127.0.0.1:{rpc}"
 rpc_secret = "{secret}"
