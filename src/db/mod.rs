@@ -270,11 +270,6 @@ impl Db {
         self.db_fd.metadata().map_or(0, |m| m.len())
     }
 
-    /// Size of the WAL file, for metrics.
-    pub fn wal_size(&mut self) -> u64 {
-        self.wal_len()
-    }
-
     /// Drops the local position: the next file is a full image at `txid + 1`.
     pub fn reset_position(&mut self, txid: u64, reason: &'static str) -> Result<(), DbError> {
         self.meta

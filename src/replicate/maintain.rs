@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 
 use super::remote::RemoteIndex;
 use super::task::{DbReplicator, window_start};
-use crate::replica::{Body, LtxFileInfo, SNAPSHOT_LEVEL};
+use crate::replica::{LtxFileInfo, SNAPSHOT_LEVEL};
 
 /// When each periodic job last ran (window starts in ms since the epoch).
 #[derive(Debug, Default)]
@@ -90,24 +90,15 @@ impl DbReplicator {
             Ok(header)
         })
         .await??;
-        let started = Instant::now();
-        let res = self
-            .client
-            .write(
+        let info = self
+            .put_file(
                 dst,
                 header.min_txid,
                 header.max_txid,
-                Body::File(out.clone()),
+                &out,
                 header.timestamp_ms,
             )
-            .await;
-        self.record_op(
-            "PUT",
-            started,
-            res.as_ref().map(|i| i.size).ok(),
-            res.as_ref().err(),
-        );
-        let info = res?;
+            .await?;
         tracing::info!(db = %self.label, level = dst, txid.min = format!("{:016x}", info.min_txid), txid.max = format!("{:016x}", info.max_txid), size = info.size, "compaction complete");
         remote.add(info);
         for p in paths.iter().chain([&out]) {
@@ -187,23 +178,15 @@ impl DbReplicator {
         }) else {
             return Ok(false);
         };
-        let started = Instant::now();
         let res = self
-            .client
-            .write(
+            .put_file(
                 SNAPSHOT_LEVEL,
                 1,
                 header.max_txid,
-                Body::File(path.clone()),
+                &path,
                 header.timestamp_ms,
             )
             .await;
-        self.record_op(
-            "PUT",
-            started,
-            res.as_ref().map(|i| i.size).ok(),
-            res.as_ref().err(),
-        );
         let _ = std::fs::remove_file(&path);
         let info = res?;
         tracing::info!(db = %self.label, txid = format!("{:016x}", info.max_txid), size = info.size, "snapshot complete");

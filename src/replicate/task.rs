@@ -280,7 +280,7 @@ impl DbReplicator {
     pub(crate) async fn sync_once(&self) -> anyhow::Result<()> {
         let db = self.db();
         let started = Instant::now();
-        let (staged, ckpt, pos, db_size, wal_size) = tokio::task::spawn_blocking(move || {
+        let (staged, ckpt, pos, db_size) = tokio::task::spawn_blocking(move || {
             let mut db = db.lock().unwrap_or_else(|e| e.into_inner());
             let mut staged = db.sync()?;
             let ck = db.maybe_checkpoint();
@@ -291,8 +291,7 @@ impl DbReplicator {
                 }
                 Err(e) => Err(e),
             };
-            let (size, wal) = (db.db_size(), db.wal_size());
-            Ok::<_, crate::db::SyncError>((staged, ck, db.pos, size, wal))
+            Ok::<_, crate::db::SyncError>((staged, ck, db.pos, db.db_size()))
         })
         .await??;
         let m = &self.metrics;
@@ -305,7 +304,6 @@ impl DbReplicator {
         m.wal_size
             .with_label_values(&l)
             .set(pos.map_or(0, |p| p.wal_end) as i64);
-        let _ = wal_size;
         if let Some(p) = pos {
             m.txid.with_label_values(&l).set(p.txid as i64);
             self.status.update(|s| s.local_txid = p.txid);

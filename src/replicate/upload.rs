@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::remote::RemoteIndex;
 use super::task::{DbReplicator, RateLimited, Shutdown};
 use crate::ltx::{HEADER_SIZE, Header};
-use crate::replica::{Body, StorageError};
+use crate::replica::{Body, LtxFileInfo, StorageError};
 
 impl DbReplicator {
     /// Runs until shutdown and hands back what it knows of the replica.
@@ -64,7 +64,14 @@ impl DbReplicator {
         let deadline = Instant::now() + self.g.shutdown_sync_timeout;
         loop {
             let last = Instant::now() >= deadline;
-            match self.upload_pending(remote).await {
+            let res = tokio::select! {
+                r = self.upload_pending(remote) => r,
+                _ = aborted(&mut shutdown) => {
+                    tracing::error!(db = %self.label, "shutdown aborted: staged changes did not reach the replica");
+                    return false;
+                }
+            };
+            match res {
                 Ok(()) => return true,
                 Err(e) if last || *shutdown.borrow() >= 2 => {
                     tracing::error!(db = %self.label, error = %e, "shutdown: staged changes did not reach the replica");
@@ -105,15 +112,7 @@ impl DbReplicator {
             let path = meta.l0_path(txid);
             let ts =
                 header_timestamp(&path).map_err(|e| StorageError::io("read", path.display(), e))?;
-            let started = Instant::now();
-            let res = self.client.write(0, txid, txid, Body::File(path), ts).await;
-            self.record_op(
-                "PUT",
-                started,
-                res.as_ref().map(|i| i.size).ok(),
-                res.as_ref().err(),
-            );
-            let info = res?;
+            let info = self.put_file(0, txid, txid, &path, ts).await?;
             tracing::debug!(db = %self.label, txid = format!("{txid:016x}"), size = info.size, "ltx file uploaded");
             remote.add(info);
             pos = txid;
@@ -222,6 +221,29 @@ impl DbReplicator {
         }
     }
 
+    /// Uploads a local LTX file, recording the operation's metrics.
+    pub(crate) async fn put_file(
+        &self,
+        level: u8,
+        min: u64,
+        max: u64,
+        path: &std::path::Path,
+        ts: i64,
+    ) -> Result<LtxFileInfo, StorageError> {
+        let started = Instant::now();
+        let res = self
+            .client
+            .write(level, min, max, Body::File(path.to_path_buf()), ts)
+            .await;
+        self.record_op(
+            "PUT",
+            started,
+            res.as_ref().map(|i| i.size).ok(),
+            res.as_ref().err(),
+        );
+        res
+    }
+
     pub(crate) fn record_op(
         &self,
         op: &str,
@@ -257,6 +279,15 @@ impl DbReplicator {
                     .with_label_values(&[kind, op, code])
                     .inc();
             }
+        }
+    }
+}
+
+/// Resolves once a second signal asked to abort (the shutdown value reaches 2).
+async fn aborted(shutdown: &mut Shutdown) {
+    while *shutdown.borrow_and_update() < 2 {
+        if shutdown.changed().await.is_err() {
+            std::future::pending::<()>().await;
         }
     }
 }

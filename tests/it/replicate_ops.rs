@@ -201,3 +201,87 @@ fn emergency_truncate_keeps_the_replica_whole() {
         "truncate",
     );
 }
+
+/// liteship's own checkpoints (frequent, under load) never force a full level-0 image: the
+/// pin is re-taken at a known WAL end, so every restart is proven (spec 7 #15, #22).
+#[test]
+fn own_checkpoints_need_no_full_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let root = dir.path().join("replica");
+    finish_load(load(&db, &["--rate", "10", "--duration", "0.1"]));
+    let cfg = write_config_with(dir.path(), &db, Target::File(&root), "");
+    let yml = std::fs::read_to_string(&cfg).unwrap().replace(
+        "    monitor-interval: 100ms\n",
+        "    monitor-interval: 100ms\n    min-checkpoint-page-count: 50\n",
+    );
+    std::fs::write(&cfg, yml).unwrap();
+    let rep = Replicator::start(dir.path(), &["-config", s(&cfg)], None);
+    assert!(
+        rep.wait_ready(200, Duration::from_secs(20)),
+        "{}",
+        rep.log_text()
+    );
+    finish_load(load(
+        &db,
+        &["--rate", "300", "--duration", "6", "--payload", "1000"],
+    ));
+    std::thread::sleep(Duration::from_secs(1));
+    let checkpoints = rep.metric("litestream_checkpoint_count{db=").unwrap_or(0.0);
+    let fulls = rep.metric("liteship_full_level0_images").unwrap_or(0.0);
+    assert!(checkpoints >= 3.0, "only {checkpoints} checkpoints ran");
+    assert_eq!(
+        fulls, 1.0,
+        "only the initial image may be full ({checkpoints} checkpoints)"
+    );
+    assert!(rep.stop().success());
+    assert_restore_equals(
+        &format!("file://{}", root.display()),
+        None,
+        &db,
+        dir.path(),
+        "ckpt",
+    );
+}
+
+/// SIGTERM with the S3 server down: the final upload retries; a second signal aborts it and
+/// the exit status says the last changes did not reach the replica (spec 7 #27).
+#[tokio::test(flavor = "multi_thread")]
+async fn second_signal_aborts_the_final_upload() {
+    let srv = own_garage();
+    let garage = srv.garage.clone().unwrap();
+    let tb = TestBucket::on(&srv).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    finish_load(load(&db, &["--rate", "10", "--duration", "0.1"]));
+    let cfg = write_config_with(dir.path(), &db, Target::S3(&tb.config), "");
+    let rep = Replicator::start(dir.path(), &["-config", s(&cfg)], None);
+    assert!(
+        rep.wait_ready(200, Duration::from_secs(30)),
+        "{}",
+        rep.log_text()
+    );
+    garage.stop();
+    finish_load(load(&db, &["--rate", "100", "--duration", "0.5"]));
+    let pid = rep.pid();
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_secs(2));
+    let started = Instant::now();
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let log_path = rep.log.clone();
+    let status = rep.stop();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the second signal did not abort promptly"
+    );
+    assert!(
+        !status.success(),
+        "exit status must report the unsent changes"
+    );
+    let log = std::fs::read_to_string(log_path).unwrap();
+    assert!(
+        log.contains("second signal") && log.contains("did not reach the replica"),
+        "{log}"
+    );
+    garage.resume();
+}
