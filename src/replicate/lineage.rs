@@ -11,6 +11,8 @@
 pub struct Facts {
     /// TXID of the newest local level-0 file, if any.
     pub local_txid: Option<u64>,
+    /// TXID of the oldest local level-0 file, if any (1: the local chain starts a history).
+    pub local_oldest: Option<u64>,
     /// Whether the local newest file equals the remote file with the same TXID (by file
     /// checksum); `None` if the remote has no such file or it was not compared.
     pub local_matches_remote: Option<bool>,
@@ -41,6 +43,11 @@ pub enum Start {
 /// Decides how a database starts replicating.
 pub fn decide(f: &Facts) -> Start {
     if f.remote_txid == 0 {
+        // Staged files from TXID 1 that never reached the (empty) replica are uploaded,
+        // not thrown away; anything else starts over.
+        if f.local_txid.is_some() && f.local_oldest == Some(1) {
+            return Start::Continue;
+        }
         return Start::Fresh;
     }
     let verdict = match (f.local_txid, f.marker_txid) {
@@ -91,6 +98,15 @@ mod tests {
     fn decisions() {
         assert_eq!(decide(&facts(None, None, 0)), Start::Fresh);
         assert_eq!(decide(&facts(Some(9), None, 0)), Start::Fresh);
+        let unsent = Facts {
+            local_oldest: Some(1),
+            ..facts(Some(2), None, 0)
+        };
+        assert_eq!(
+            decide(&unsent),
+            Start::Continue,
+            "a chain from TXID 1 is uploaded"
+        );
         assert_eq!(decide(&facts(Some(5), None, 5)), Start::Continue);
         assert_eq!(
             decide(&facts(Some(7), None, 5)),

@@ -224,8 +224,10 @@ impl DbReplicator {
                     .await?;
             matches = Some(local_sum == remote_sum);
         }
+        let oldest = meta.staged()?.first().copied();
         Ok(Facts {
             local_txid: local,
+            local_oldest: oldest,
             local_matches_remote: matches,
             marker_txid: marker,
             remote_txid: remote.max_txid(),
