@@ -18,6 +18,10 @@ use crate::config::DbConfig;
 use crate::db::{Db, DbOptions, Lineage};
 use crate::replica::ReplicaClient;
 
+/// Longest wait between failing syncs. Litestream waits up to 5 minutes; the WAL keeps the
+/// data meanwhile, but a short cap means a fixed disk is noticed within seconds.
+const SYNC_ERROR_BACKOFF_MAX: Duration = Duration::from_secs(15);
+
 /// Settings shared by every database of the process.
 #[derive(Debug, Clone)]
 pub struct Globals {
@@ -267,7 +271,8 @@ impl DbReplicator {
                     if errors.ready() {
                         tracing::error!(db = %self.label, error = %format!("{e:#}"), "sync error");
                     }
-                    delay = (delay * 2).min(Duration::from_secs(60));
+                    // Capped low: a freed disk or a released lock should resume replication soon.
+                    delay = (delay * 2).min(SYNC_ERROR_BACKOFF_MAX);
                 }
             }
         }

@@ -373,3 +373,109 @@ fn snapshot_retention_keeps_a_restorable_chain() {
     assert!(r.status.success(), "{}", text(&r));
     assert_eq!(integrity_check(&out), "ok");
 }
+
+/// A tmpfs mount removed when dropped.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(dir).unwrap();
+        let st = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(
+            st.success(),
+            "mounting a tmpfs needs root (CI runs as root)"
+        );
+        Tmpfs(dir.to_path_buf())
+    }
+
+    fn resize(&self, size: &str) {
+        let st = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.0)
+            .status();
+    }
+}
+
+/// Staging on a full disk: the sync fails loudly (ERROR, litestream_disk_full 1), the app
+/// keeps writing, and once space is freed replication recovers with nothing lost (spec 7 #11).
+#[test]
+fn disk_full_while_staging_recovers() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let root = dir.path().join("replica");
+    let meta = Tmpfs::mount(&dir.path().join("meta"), "256k");
+    finish_load(load(&db, &["--rate", "10", "--duration", "0.1"]));
+    let cfg = write_config_with(dir.path(), &db, Target::File(&root), "");
+    let yml = std::fs::read_to_string(&cfg).unwrap().replace(
+        "    monitor-interval: 100ms\n",
+        &format!(
+            "    monitor-interval: 100ms\n    meta-path: {}\n",
+            meta.0.display()
+        ),
+    );
+    std::fs::write(&cfg, yml).unwrap();
+    let rep = Replicator::start(dir.path(), &["-config", s(&cfg)], None);
+    assert!(
+        rep.wait_ready(200, Duration::from_secs(20)),
+        "{}",
+        rep.log_text()
+    );
+    // Incompressible rows larger than the whole staging filesystem.
+    finish_load(load(
+        &db,
+        &["--rate", "20", "--duration", "1", "--payload", "30000"],
+    ));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while rep.metric("litestream_disk_full").unwrap_or(0.0) != 1.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        rep.metric("litestream_disk_full"),
+        Some(1.0),
+        "disk full not reported: {}",
+        rep.log_text()
+    );
+    assert!(
+        rep.log_text().contains("ERROR") && rep.log_text().contains("No space left"),
+        "{}",
+        rep.log_text()
+    );
+    meta.resize("64m");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    while rep.metric("litestream_disk_full").unwrap_or(1.0) != 0.0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        rep.metric("litestream_disk_full"),
+        Some(0.0),
+        "did not recover: {}",
+        rep.log_text()
+    );
+    finish_load(load(
+        &db,
+        &["--rate", "50", "--duration", "1", "--writer", "2"],
+    ));
+    assert!(rep.stop().success());
+    assert_restore_equals(
+        &format!("file://{}", root.display()),
+        None,
+        &db,
+        dir.path(),
+        "diskfull",
+    );
+}
