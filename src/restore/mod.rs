@@ -274,22 +274,22 @@ async fn write_and_publish(
     let file = Arc::new(file);
     let big_snapshot = files[0].min_txid == 1 && files[0].size >= parallel::PARALLEL_MIN_SIZE;
     let snapshot = (big_snapshot && opts.parallelism > 1).then(|| files.remove(0));
-    let keys: Vec<String> = files
-        .iter()
-        .map(|f| client.key(f.level, f.min_txid, f.max_txid))
-        .collect();
-    // The files after the snapshot start downloading while it decodes; the bounded channel
-    // keeps that prefetch to a few chunks.
-    let specs = fetch::chunk_specs(&files, opts.chunk_size);
-    let mut rx = fetch::spawn_fetcher(client.clone(), specs, opts.parallelism);
+    // The snapshot first, alone: fetching the other files meanwhile was measured to gain
+    // nothing on two cores and to cost memory (BENCHMARKS.md).
     let base = match &snapshot {
         Some(f) => Some(
-            parallel::apply_snapshot(client, f, file.clone(), opts.parallelism)
+            parallel::apply_snapshot(client.clone(), f, file.clone(), opts.parallelism)
                 .await?
                 .header,
         ),
         None => None,
     };
+    let keys: Vec<String> = files
+        .iter()
+        .map(|f| client.key(f.level, f.min_txid, f.max_txid))
+        .collect();
+    let specs = fetch::chunk_specs(&files, opts.chunk_size);
+    let mut rx = fetch::spawn_fetcher(client, specs, opts.parallelism);
     let total = files.iter().map(|f| f.size).sum();
     let show = opts.progress;
     let tmp_owned = tmp.to_path_buf();

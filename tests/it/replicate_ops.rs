@@ -479,3 +479,76 @@ fn disk_full_while_staging_recovers() {
         "diskfull",
     );
 }
+
+/// With the S3 server down, staged files pile up until `-staging-limit`; then they are
+/// replaced by one full image (ERROR, liteship_staging_limit_hits), the staging directory
+/// stays bounded, and after the outage nothing is lost.
+#[tokio::test(flavor = "multi_thread")]
+async fn staging_stays_bounded_while_the_bucket_is_unreachable() {
+    let srv = own_garage();
+    let garage = srv.garage.clone().unwrap();
+    let tb = TestBucket::on(&srv).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    finish_load(load(&db, &["--rate", "10", "--duration", "0.1"]));
+    let cfg = write_config_with(dir.path(), &db, Target::S3(&tb.config), "");
+    let rep = Replicator::start(
+        dir.path(),
+        &["-staging-limit", "300KB", "-config", s(&cfg)],
+        None,
+    );
+    assert!(
+        rep.wait_ready(200, Duration::from_secs(30)),
+        "{}",
+        rep.log_text()
+    );
+    garage.stop();
+    finish_load(load(
+        &db,
+        &["--rate", "50", "--duration", "8", "--payload", "2000"],
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while rep.metric("liteship_staging_limit_hits").unwrap_or(0.0) < 1.0
+        && Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        rep.metric("liteship_staging_limit_hits").unwrap_or(0.0) >= 1.0,
+        "limit never hit: {}",
+        rep.log_text()
+    );
+    let staged: u64 = walk_size(&dir.path().join(".app.db-litestream"));
+    assert!(staged < 2_000_000, "staging grew to {staged} bytes");
+    assert!(rep.log_text().contains("staging limit reached"));
+    garage.resume();
+    assert!(
+        rep.wait_ready(200, Duration::from_secs(60)),
+        "did not recover: {}",
+        rep.log_text()
+    );
+    let log_path = rep.log.clone();
+    assert!(
+        rep.stop().success(),
+        "{}",
+        std::fs::read_to_string(log_path).unwrap_or_default()
+    );
+    assert_restore_equals(&tb.url(), Some(&tb.config), &db, dir.path(), "staging");
+}
+
+fn walk_size(p: &std::path::Path) -> u64 {
+    std::fs::read_dir(p)
+        .map(|d| {
+            d.flatten()
+                .map(|e| {
+                    let md = e.metadata().unwrap();
+                    if md.is_dir() {
+                        walk_size(&e.path())
+                    } else {
+                        md.len()
+                    }
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
