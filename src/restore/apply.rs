@@ -134,10 +134,14 @@ fn apply_file<R: Read>(
             }
             expect_next = if pgno + 1 == lock { pgno + 2 } else { pgno + 1 };
         }
-        writer.put(out, pgno, &page)?;
+        writer
+            .put(out, pgno, &page)
+            .map_err(|e| FileError::Invalid(format!("write restored page {pgno}: {e}")))?;
         st.mark(pgno);
     }
-    writer.flush(out)?;
+    writer
+        .flush(out)
+        .map_err(|e| FileError::Invalid(format!("write restored pages: {e}")))?;
     if h.is_snapshot() && expect_next <= h.commit {
         return Err(FileError::Invalid(format!(
             "snapshot is missing page {expect_next}"
@@ -242,7 +246,7 @@ impl State {
 
 /// Gathers runs of consecutive pages into one positional write (up to `WRITE_BATCH` bytes):
 /// a snapshot becomes a few hundred large writes instead of one syscall per page.
-struct PageWriter {
+pub(crate) struct PageWriter {
     page_size: u64,
     buf: Vec<u8>,
     first: u32,
@@ -253,7 +257,7 @@ struct PageWriter {
 const WRITE_BATCH: usize = 1024 * 1024;
 
 impl PageWriter {
-    fn new(page_size: u32) -> Self {
+    pub(crate) fn new(page_size: u32) -> Self {
         PageWriter {
             page_size: u64::from(page_size),
             buf: Vec::new(),
@@ -262,7 +266,8 @@ impl PageWriter {
         }
     }
 
-    fn put(&mut self, out: &File, pgno: u32, page: &[u8]) -> Result<(), FileError> {
+    /// Adds page `pgno`, writing the pending run first if `pgno` does not continue it.
+    pub(crate) fn put(&mut self, out: &File, pgno: u32, page: &[u8]) -> std::io::Result<()> {
         if pgno != self.next || self.buf.len() + page.len() > WRITE_BATCH {
             self.flush(out)?;
             self.first = pgno;
@@ -272,12 +277,11 @@ impl PageWriter {
         Ok(())
     }
 
-    fn flush(&mut self, out: &File) -> Result<(), FileError> {
+    pub(crate) fn flush(&mut self, out: &File) -> std::io::Result<()> {
         if self.buf.is_empty() {
             return Ok(());
         }
-        out.write_all_at(&self.buf, u64::from(self.first - 1) * self.page_size)
-            .map_err(|e| FileError::Invalid(format!("write restored page {}: {e}", self.first)))?;
+        out.write_all_at(&self.buf, u64::from(self.first - 1) * self.page_size)?;
         self.buf.clear();
         Ok(())
     }

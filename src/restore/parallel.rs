@@ -10,12 +10,12 @@
 
 use std::fs::File;
 use std::io::{BufReader, Read};
-use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use tokio::io::AsyncReadExt;
 
 use super::RestoreError;
+use super::apply::PageWriter;
 use crate::ltx::{
     CHECKSUM_FLAG, Decoder, HEADER_SIZE, Header, INDEX_LEN_SIZE, IndexEntry, PAGE_HEADER_SIZE,
     TRAILER_SIZE, crc64, crc64_combine, lock_page, parse_index,
@@ -188,10 +188,13 @@ fn decode_range(
         header,
         first.offset,
     );
-    let ps = u64::from(header.page_size);
     let mut page = vec![0u8; header.page_size as usize];
-    let mut batch: Vec<u8> = Vec::with_capacity(1024 * 1024);
-    let mut batch_start = first.pgno;
+    let mut writer = PageWriter::new(header.page_size);
+    let write_err = |e: std::io::Error| RestoreError::Io {
+        op: "write",
+        path: "restore output".into(),
+        source: e,
+    };
     for e in entries {
         let got = dec.next_page(&mut page);
         let got = match got {
@@ -215,31 +218,9 @@ fn decode_range(
                 ),
             });
         }
-        if !batch.is_empty()
-            && (batch.len() >= 1024 * 1024
-                || e.pgno != batch_start + (batch.len() as u64 / ps) as u32)
-        {
-            out.write_all_at(&batch, u64::from(batch_start - 1) * ps)
-                .map_err(|e| RestoreError::Io {
-                    op: "write",
-                    path: "restore output".into(),
-                    source: e,
-                })?;
-            batch.clear();
-        }
-        if batch.is_empty() {
-            batch_start = e.pgno;
-        }
-        batch.extend_from_slice(&page);
+        writer.put(out, e.pgno, &page).map_err(write_err)?;
     }
-    if !batch.is_empty() {
-        out.write_all_at(&batch, u64::from(batch_start - 1) * ps)
-            .map_err(|e| RestoreError::Io {
-                op: "write",
-                path: "restore output".into(),
-                source: e,
-            })?;
-    }
+    writer.flush(out).map_err(write_err)?;
     Ok(dec.range_checksum())
 }
 
