@@ -6,44 +6,12 @@ use std::time::Duration;
 
 use crate::support::cli::{restore, s, text};
 use crate::support::oracle::{Litestream, Target, write_config_with};
-use crate::support::replicator::{Replicator, content_hash, finish_load, load, load_rows};
+use crate::support::replicator::{Replicator, assert_restores_equal, finish_load, load, load_rows};
 use crate::support::s3::TestBucket;
 use crate::support::sqlite::integrity_check;
 
 /// Fast maintenance so that tests see compaction, snapshots and retention.
 const FAST: &str = "levels:\n  - interval: 2s\n  - interval: 6s\nl0-retention: 3s\nl0-retention-check-interval: 1s\nsnapshot:\n  interval: 15s\n  retention: 30s\n";
-
-/// Restores with liteship and Litestream 0.5.17 and compares both with `source`.
-fn assert_restores_equal(
-    dir: &Path,
-    url: &str,
-    creds: Option<&liteship::replica::S3Config>,
-    source: &Path,
-) {
-    let want = content_hash(source);
-    let ours = dir.join(format!("ours-{}.db", crate::support::random_hex(6)));
-    let r = restore(&["-o", s(&ours), url], creds);
-    assert!(r.status.success(), "{}", text(&r));
-    assert_eq!(integrity_check(&ours), "ok");
-    assert_eq!(
-        content_hash(&ours),
-        want,
-        "our restore differs from the source"
-    );
-    let theirs = dir.join(format!("theirs-{}.db", crate::support::random_hex(6)));
-    let r = Litestream::v0_5_17().restore(&["-o", s(&theirs), url], creds);
-    assert!(
-        r.status.success(),
-        "litestream restore: {}",
-        String::from_utf8_lossy(&r.stderr)
-    );
-    assert_eq!(integrity_check(&theirs), "ok");
-    assert_eq!(
-        content_hash(&theirs),
-        want,
-        "Litestream's restore of our replica differs from the source"
-    );
-}
 
 fn file_url(root: &Path) -> String {
     format!("file://{}", root.display())

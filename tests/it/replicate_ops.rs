@@ -4,8 +4,10 @@
 use std::time::{Duration, Instant};
 
 use crate::support::cli::{restore, s, text};
-use crate::support::oracle::{Litestream, Target, write_config_with};
-use crate::support::replicator::{Replicator, content_hash, finish_load, load};
+use crate::support::oracle::{Target, write_config_with};
+use crate::support::replicator::{
+    Replicator, add_db_keys, assert_restores_equal, finish_load, load,
+};
 use crate::support::s3::{TestBucket, own_garage};
 use crate::support::sqlite::integrity_check;
 
@@ -19,32 +21,6 @@ fn cpu_seconds(pid: i32) -> f64 {
         .collect();
     let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
     ticks / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
-}
-
-fn assert_restore_equals(
-    url: &str,
-    creds: Option<&liteship::replica::S3Config>,
-    source: &std::path::Path,
-    dir: &std::path::Path,
-    tag: &str,
-) {
-    let ours = dir.join(format!("ours-{tag}.db"));
-    let r = restore(&["-o", s(&ours), url], creds);
-    assert!(r.status.success(), "{}", text(&r));
-    assert_eq!(integrity_check(&ours), "ok");
-    assert_eq!(
-        content_hash(&ours),
-        content_hash(source),
-        "{tag}: restore differs from the source"
-    );
-    let theirs = dir.join(format!("theirs-{tag}.db"));
-    let r = Litestream::v0_5_17().restore(&["-o", s(&theirs), url], creds);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    assert_eq!(
-        content_hash(&theirs),
-        content_hash(source),
-        "{tag}: Litestream's restore differs"
-    );
 }
 
 /// After the first snapshot and the last compaction, five idle minutes send zero requests
@@ -128,7 +104,7 @@ async fn s3_outage_under_load() {
         log.contains("upload failed") && log.contains("uploads recovered"),
         "{log}"
     );
-    assert_restore_equals(&tb.url(), Some(&tb.config), &db, dir.path(), "outage");
+    assert_restores_equal(dir.path(), &tb.url(), Some(&tb.config), &db);
 }
 
 /// Growth past 1 GiB (the lock page at 4 KiB pages) while replicating.
@@ -153,7 +129,7 @@ fn growth_past_one_gib() {
         + std::fs::metadata(liteship::db::sidecar(&db, "-wal")).map_or(0, |m| m.len());
     assert!(size > 1 << 30, "database grew to {size} bytes only");
     assert!(rep.stop().success(), "stop");
-    assert_restore_equals(&url, None, &db, dir.path(), "1gib");
+    assert_restores_equal(dir.path(), &url, None, &db);
 }
 
 /// A WAL past `truncate-page-n` triggers the emergency TRUNCATE checkpoint; the replica
@@ -165,8 +141,10 @@ fn emergency_truncate_keeps_the_replica_whole() {
     let root = dir.path().join("replica");
     finish_load(load(&db, &["--rate", "10", "--duration", "0.1"]));
     let cfg = write_config_with(dir.path(), &db, Target::File(&root), "");
-    let yml = std::fs::read_to_string(&cfg).unwrap().replace("    monitor-interval: 100ms\n", "    monitor-interval: 100ms\n    min-checkpoint-page-count: 100000\n    truncate-page-n: 300\n    max-sync-wal-bytes: 200KB\n");
-    std::fs::write(&cfg, yml).unwrap();
+    add_db_keys(
+        &cfg,
+        "    min-checkpoint-page-count: 100000\n    truncate-page-n: 300\n    max-sync-wal-bytes: 200KB\n",
+    );
     let reader = rusqlite::Connection::open(&db).unwrap();
     // An application reader holding an old snapshot makes PASSIVE stall, forcing TRUNCATE.
     reader
@@ -194,13 +172,7 @@ fn emergency_truncate_keeps_the_replica_whole() {
         log.contains("emergency TRUNCATE"),
         "no emergency checkpoint (checkpoints {truncates}): {log}"
     );
-    assert_restore_equals(
-        &format!("file://{}", root.display()),
-        None,
-        &db,
-        dir.path(),
-        "truncate",
-    );
+    assert_restores_equal(dir.path(), &format!("file://{}", root.display()), None, &db);
 }
 
 /// liteship's own checkpoints (frequent, under load) never force a full level-0 image: the
@@ -212,11 +184,7 @@ fn own_checkpoints_need_no_full_images() {
     let root = dir.path().join("replica");
     finish_load(load(&db, &["--rate", "10", "--duration", "0.1"]));
     let cfg = write_config_with(dir.path(), &db, Target::File(&root), "");
-    let yml = std::fs::read_to_string(&cfg).unwrap().replace(
-        "    monitor-interval: 100ms\n",
-        "    monitor-interval: 100ms\n    min-checkpoint-page-count: 50\n",
-    );
-    std::fs::write(&cfg, yml).unwrap();
+    add_db_keys(&cfg, "    min-checkpoint-page-count: 50\n");
     let rep = Replicator::start(dir.path(), &["-config", s(&cfg)], None);
     assert!(
         rep.wait_ready(200, Duration::from_secs(20)),
@@ -236,13 +204,7 @@ fn own_checkpoints_need_no_full_images() {
         "only the initial image may be full ({checkpoints} checkpoints)"
     );
     assert!(rep.stop().success());
-    assert_restore_equals(
-        &format!("file://{}", root.display()),
-        None,
-        &db,
-        dir.path(),
-        "ckpt",
-    );
+    assert_restores_equal(dir.path(), &format!("file://{}", root.display()), None, &db);
 }
 
 /// SIGTERM with the S3 server down: the final upload retries; a second signal aborts it and
@@ -366,7 +328,7 @@ fn snapshot_retention_keeps_a_restorable_chain() {
     let taken = log.matches("snapshot complete").count();
     assert!(taken >= 4, "several snapshots were taken: {log}");
     assert!(snaps.len() < taken, "old snapshots were deleted: {snaps:?}");
-    assert_restore_equals(&url, None, &db, dir.path(), "retention");
+    assert_restores_equal(dir.path(), &url, None, &db);
     let ts = liteship::timefmt::format_rfc3339_ms(liteship::timefmt::now_ms() - 3000);
     let out = dir.path().join("pitr.db");
     let r = restore(&["-timestamp", &ts, "-o", s(&out), &url], None);
@@ -421,14 +383,7 @@ fn disk_full_while_staging_recovers() {
     let meta = Tmpfs::mount(&dir.path().join("meta"), "256k");
     finish_load(load(&db, &["--rate", "10", "--duration", "0.1"]));
     let cfg = write_config_with(dir.path(), &db, Target::File(&root), "");
-    let yml = std::fs::read_to_string(&cfg).unwrap().replace(
-        "    monitor-interval: 100ms\n",
-        &format!(
-            "    monitor-interval: 100ms\n    meta-path: {}\n",
-            meta.0.display()
-        ),
-    );
-    std::fs::write(&cfg, yml).unwrap();
+    add_db_keys(&cfg, &format!("    meta-path: {}\n", meta.0.display()));
     let rep = Replicator::start(dir.path(), &["-config", s(&cfg)], None);
     assert!(
         rep.wait_ready(200, Duration::from_secs(20)),
@@ -471,13 +426,7 @@ fn disk_full_while_staging_recovers() {
         &["--rate", "50", "--duration", "1", "--writer", "2"],
     ));
     assert!(rep.stop().success());
-    assert_restore_equals(
-        &format!("file://{}", root.display()),
-        None,
-        &db,
-        dir.path(),
-        "diskfull",
-    );
+    assert_restores_equal(dir.path(), &format!("file://{}", root.display()), None, &db);
 }
 
 /// With the S3 server down, staged files pile up until `-staging-limit`; then they are
@@ -533,7 +482,7 @@ async fn staging_stays_bounded_while_the_bucket_is_unreachable() {
         "{}",
         std::fs::read_to_string(log_path).unwrap_or_default()
     );
-    assert_restore_equals(&tb.url(), Some(&tb.config), &db, dir.path(), "staging");
+    assert_restores_equal(dir.path(), &tb.url(), Some(&tb.config), &db);
 }
 
 fn walk_size(p: &std::path::Path) -> u64 {

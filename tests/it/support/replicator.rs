@@ -186,3 +186,42 @@ pub fn load_rows(db: &Path) -> Vec<(i64, i64, bool)> {
         .collect::<Result<_, _>>()
         .unwrap()
 }
+
+/// Restores `url` with liteship and with Litestream 0.5.17; both must pass the integrity
+/// check and hold the same rows as `source`.
+pub fn assert_restores_equal(dir: &Path, url: &str, creds: Option<&S3Config>, source: &Path) {
+    use super::cli::{restore, s, text};
+    use super::sqlite::integrity_check;
+    let want = content_hash(source);
+    let ours = dir.join(format!("ours-{}.db", super::random_hex(6)));
+    let r = restore(&["-o", s(&ours), url], creds);
+    assert!(r.status.success(), "{}", text(&r));
+    assert_eq!(integrity_check(&ours), "ok");
+    assert_eq!(
+        content_hash(&ours),
+        want,
+        "our restore differs from the source"
+    );
+    let theirs = dir.join(format!("theirs-{}.db", super::random_hex(6)));
+    let r = super::oracle::Litestream::v0_5_17().restore(&["-o", s(&theirs), url], creds);
+    assert!(
+        r.status.success(),
+        "litestream restore: {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    assert_eq!(integrity_check(&theirs), "ok");
+    assert_eq!(
+        content_hash(&theirs),
+        want,
+        "Litestream's restore of our replica differs from the source"
+    );
+}
+
+/// Adds per-database keys (YAML lines, 4-space indented) to a config written by
+/// `oracle::write_config_with`.
+pub fn add_db_keys(cfg: &Path, keys: &str) {
+    let anchor = "    monitor-interval: 100ms\n";
+    let yml = std::fs::read_to_string(cfg).unwrap();
+    assert!(yml.contains(anchor), "unexpected config layout: {yml}");
+    std::fs::write(cfg, yml.replace(anchor, &format!("{anchor}{keys}"))).unwrap();
+}
