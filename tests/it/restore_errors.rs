@@ -117,15 +117,23 @@ fn gap_in_the_chain() {
     names.sort();
     assert!(names.len() >= 3);
     std::fs::remove_file(&names[names.len() / 2]).unwrap();
-    // Only the level-0 chain remains: a compaction or snapshot could cover the hole.
-    std::fs::remove_dir_all(root.join("ltx/1")).ok();
-    std::fs::remove_dir_all(root.join("ltx/9")).ok();
+    only_level0(&root);
     let out = dir.path().join("out.db");
     let r = restore(&["-o", s(&out), &file_url(&root)], None);
     assert_failed_cleanly(&r, &out, "non-contiguous ltx files");
 }
 
+/// Drops every level but 0, so the restore plan must walk the level-0 chain: Litestream
+/// may have compacted or snapshotted over the file a test damages (timing-dependent).
+fn only_level0(root: &Path) {
+    for level in 1..=9 {
+        std::fs::remove_dir_all(root.join(format!("ltx/{level}"))).ok();
+    }
+}
+
+/// The newest level-0 file, after [`only_level0`] made sure the plan needs it.
 fn newest_l0(root: &Path) -> PathBuf {
+    only_level0(root);
     let mut names: Vec<_> = std::fs::read_dir(root.join("ltx/0"))
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -172,27 +180,21 @@ async fn truncated_object_on_s3() {
     let dir = tempfile::tempdir().unwrap();
     let root = litestream_replica(dir.path());
     let file = FileReplica::new(&root);
-    for level in [0u8, 9] {
-        for f in file.list(level).await.unwrap() {
-            let bytes = liteship::replica::read_all(&file, level, f.min_txid, f.max_txid)
-                .await
-                .unwrap();
-            let keep = if level == 0 && f.min_txid > 1 {
-                bytes.len() - 7
-            } else {
-                bytes.len()
-            };
-            tb.replica
-                .write(
-                    level,
-                    f.min_txid,
-                    f.max_txid,
-                    Body::Bytes(bytes[..keep].to_vec().into()),
-                    0,
-                )
-                .await
-                .unwrap();
-        }
+    // Level 0 only: a snapshot or compaction could otherwise cover the truncated files.
+    for f in file.list(0).await.unwrap() {
+        let bytes = liteship::replica::read_all(&file, 0, f.min_txid, f.max_txid)
+            .await
+            .unwrap();
+        let keep = if f.min_txid > 1 {
+            bytes.len() - 7
+        } else {
+            bytes.len()
+        };
+        let body = Body::Bytes(bytes[..keep].to_vec().into());
+        tb.replica
+            .write(0, f.min_txid, f.max_txid, body, 0)
+            .await
+            .unwrap();
     }
     let out = dir.path().join("out.db");
     let r = restore(&["-o", s(&out), &tb.url()], Some(&tb.config));
