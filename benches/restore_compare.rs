@@ -122,6 +122,25 @@ async fn baseline(tb: &TestBucket, parallel: usize, out: &Path) -> Duration {
     start.elapsed()
 }
 
+/// With `BENCH_HOLD=FILE`, writes the replica URL and credentials to FILE as shell
+/// exports and waits until FILE is deleted, so the replica can be restored by hand (for
+/// profiling) before the measured runs.
+fn hold_for_profiling(tb: &TestBucket, url: &str) {
+    let Ok(hold) = std::env::var("BENCH_HOLD") else {
+        return;
+    };
+    let exports = format!(
+        "export REPLICA_URL='{url}' AWS_ACCESS_KEY_ID='{}' AWS_SECRET_ACCESS_KEY='{}' AWS_EC2_METADATA_DISABLED=true\n",
+        tb.config.access_key_id.as_deref().unwrap(),
+        tb.config.secret_access_key.as_deref().unwrap(),
+    );
+    std::fs::write(&hold, exports).unwrap();
+    eprintln!("holding: source {hold} to restore by hand; delete it to continue");
+    while Path::new(&hold).exists() {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 #[tokio::main]
 async fn main() {
     let mb: u64 = std::env::var("BENCH_DB_MB")
@@ -175,6 +194,7 @@ async fn main() {
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env_remove("AWS_CA_BUNDLE");
     };
+    hold_for_profiling(&tb, &url);
     let mut rows = Vec::new();
     for round in 0..2 {
         for (i, (name, check)) in [

@@ -1,14 +1,20 @@
-//! Applies a plan's files, in order, to the temporary output file (blocking; run it on a
-//! blocking thread). Pages are written at their offsets, so later files win; the file is
-//! finally cut to the last Commit.
+//! Applies a plan's files to the temporary output file (blocking; run it on a blocking
+//! thread), **newest file first**: each page is written once, by the newest file that holds
+//! it, so a plan of a snapshot and many level-0 files costs one write per page instead of
+//! one per page version. A [`Merge`] keeps one bit per page (written yet?) and the smallest
+//! Commit of the files applied so far: a page above it was cut off by a later shrink.
 //!
 //! Checked before the output may appear (spec 4.2 and more):
-//! - every file's checksum, header TXIDs equal to its name, one page size throughout;
-//! - contiguity: `next.min <= prev.max + 1 && next.max > prev.max`, starting at TXID 1;
+//! - the chain, from the names: TXID 1 first, then `next.min <= prev.max + 1 && next.max >
+//!   prev.max`; every file's header TXIDs equal to its name, one page size throughout;
+//! - every file's checksum, over every byte (superseded pages are decoded and verified too);
 //! - pages ascend, never exceed their file's Commit, never are the lock page; a snapshot
 //!   holds every page in order;
-//! - coverage: every page 1..=Commit but the lock page was written by some file since the
-//!   database last shrank below it (a missing growth page is an error, not stale data).
+//! - coverage: every page 1..=Commit but the lock page was written by a file that no later
+//!   shrink cut off (a missing growth page is an error, not stale data).
+//!
+//! The result equals applying the files oldest first (as Litestream does): the newest
+//! eligible version of every page wins either way (`apply_tests.rs` checks this).
 
 use std::fs::File;
 use std::io::Read;
@@ -33,17 +39,37 @@ pub struct Applied {
 /// Progress callback: (files done, bytes consumed).
 pub type Progress<'a> = &'a mut dyn FnMut(usize, u64);
 
-/// Applies `files` (whose chunks arrive on `rx` in order) to `out`. `base` is the header of
-/// a snapshot already written to `out` (decoded in parallel), which the files continue.
-pub fn apply(
+/// Checks that `files` (plan order) form a chain from TXID 1, from their names; each
+/// file's header is later checked against its name.
+pub fn check_chain(files: &[LtxFileInfo], keys: &[String]) -> Result<(), RestoreError> {
+    let mut prev_max = 0;
+    for (i, f) in files.iter().enumerate() {
+        let reason = if i == 0 && f.min_txid != 1 {
+            "the first file of a restore must be a snapshot (txid 1)".to_string()
+        } else if i > 0 && !(f.min_txid <= prev_max + 1 && f.max_txid > prev_max) {
+            format!("non-contiguous transaction ids: previous file ends at {prev_max:016x}")
+        } else {
+            prev_max = f.max_txid;
+            continue;
+        };
+        return Err(RestoreError::Corrupt {
+            key: keys[i].clone(),
+            reason,
+        });
+    }
+    Ok(())
+}
+
+/// Applies `files` in the order given (newest first; their chunks arrive on `rx` in that
+/// order) to `out`, recording what was written in `merge`.
+pub fn apply_newest_first(
+    merge: &mut Merge,
     files: &[LtxFileInfo],
     keys: &[String],
     rx: &mut mpsc::Receiver<ChunkResult>,
     out: &File,
-    base: Option<Header>,
     progress: Progress<'_>,
-) -> Result<Applied, RestoreError> {
-    let mut st = base.map_or_else(State::default, State::after_snapshot);
+) -> Result<(), RestoreError> {
     let mut consumed = 0u64;
     for (i, info) in files.iter().enumerate() {
         let mut reader = ChunkReader {
@@ -53,7 +79,7 @@ pub fn apply(
             cur: bytes::Bytes::new(),
             failure: None,
         };
-        let res = apply_file(&mut st, info, &mut reader, out);
+        let res = apply_file(merge, info, &mut reader, out);
         if let Some(e) = reader.failure.take() {
             return Err(RestoreError::Storage(e));
         }
@@ -67,17 +93,32 @@ pub fn apply(
         consumed += info.size;
         progress(i + 1, consumed);
     }
-    st.finish()
+    Ok(())
 }
 
-#[derive(Default)]
-struct State {
+/// The merge state of a newest-first restore.
+#[derive(Debug, Clone)]
+pub struct Merge {
     page_size: u32,
-    commit: u32,
-    prev_max: u64,
+    /// The newest file's Commit and max TXID: the restored database's.
+    newest: Option<(u32, u64)>,
+    /// The smallest Commit of the files applied so far.
+    limit: u32,
     pages_written: u64,
-    /// One bit per page: written since the database last shrank below it.
-    covered: Vec<u64>,
+    /// One bit per page: written (by the newest eligible version).
+    written: Vec<u64>,
+}
+
+impl Default for Merge {
+    fn default() -> Self {
+        Merge {
+            page_size: 0,
+            newest: None,
+            limit: u32::MAX,
+            pages_written: 0,
+            written: Vec::new(),
+        }
+    }
 }
 
 /// An error inside one file, before the key is attached.
@@ -101,30 +142,38 @@ impl FileError {
     }
 }
 
+/// A page that no file may hold: the lock page, or one above the file's Commit.
+fn invalid_page(h: &Header, pgno: u32) -> Option<String> {
+    let lock = lock_page(h.page_size);
+    (pgno > h.commit || pgno == lock).then(|| {
+        format!(
+            "page {pgno} is {} (commit {})",
+            if pgno == lock {
+                "the lock page"
+            } else {
+                "beyond the file's commit"
+            },
+            h.commit
+        )
+    })
+}
+
 fn apply_file<R: Read>(
-    st: &mut State,
+    merge: &mut Merge,
     info: &LtxFileInfo,
     r: R,
     out: &File,
 ) -> Result<(), FileError> {
     let mut dec = Decoder::new(r).map_err(FileError::Ltx)?;
     let h = *dec.header();
-    st.check_header(info, &h)?;
+    merge.begin_file(info, &h).map_err(FileError::Invalid)?;
     let lock = lock_page(h.page_size);
     let mut page = vec![0u8; h.page_size as usize];
     let mut writer = PageWriter::new(h.page_size);
     let mut expect_next = 1u32;
     while let Some(pgno) = dec.next_page(&mut page).map_err(FileError::Ltx)? {
-        if pgno > h.commit || pgno == lock {
-            return Err(FileError::Invalid(format!(
-                "page {pgno} is {} (commit {})",
-                if pgno == lock {
-                    "the lock page"
-                } else {
-                    "beyond the file's commit"
-                },
-                h.commit
-            )));
+        if let Some(reason) = invalid_page(&h, pgno) {
+            return Err(FileError::Invalid(reason));
         }
         if h.is_snapshot() {
             if pgno != expect_next {
@@ -134,10 +183,11 @@ fn apply_file<R: Read>(
             }
             expect_next = if pgno + 1 == lock { pgno + 2 } else { pgno + 1 };
         }
-        writer
-            .put(out, pgno, &page)
-            .map_err(|e| FileError::Invalid(format!("write restored page {pgno}: {e}")))?;
-        st.mark(pgno);
+        if merge.claim(pgno) {
+            writer
+                .put(out, pgno, &page)
+                .map_err(|e| FileError::Invalid(format!("write restored page {pgno}: {e}")))?;
+        }
     }
     writer
         .flush(out)
@@ -148,97 +198,91 @@ fn apply_file<R: Read>(
         )));
     }
     dec.finish().map_err(FileError::Ltx)?;
-    st.end_file(&h);
+    merge.end_file(&h);
     Ok(())
 }
 
-impl State {
-    /// The state after a complete snapshot `h` (every page up to its commit written).
-    fn after_snapshot(h: Header) -> State {
-        let words = (h.commit as usize).div_ceil(64);
-        let mut covered = vec![u64::MAX; words];
-        let tail = h.commit as usize % 64;
-        if tail != 0 {
-            covered[words - 1] = (1u64 << tail) - 1;
-        }
-        State {
-            page_size: h.page_size,
-            commit: h.commit,
-            prev_max: h.max_txid,
-            pages_written: u64::from(h.commit),
-            covered,
-        }
-    }
-
-    fn check_header(&mut self, info: &LtxFileInfo, h: &Header) -> Result<(), FileError> {
+impl Merge {
+    /// Checks a file's header against its name and the page size of the others.
+    pub fn begin_file(&mut self, info: &LtxFileInfo, h: &Header) -> Result<(), String> {
         if (h.min_txid, h.max_txid) != (info.min_txid, info.max_txid) {
-            return Err(FileError::Invalid(format!(
+            return Err(format!(
                 "header txids {:016x}-{:016x} differ from the file name",
                 h.min_txid, h.max_txid
-            )));
+            ));
         }
         if self.page_size == 0 {
-            if h.min_txid != 1 {
-                return Err(FileError::Invalid(
-                    "the first file of a restore must be a snapshot (txid 1)".into(),
-                ));
-            }
             self.page_size = h.page_size;
-        } else {
-            if h.page_size != self.page_size {
-                return Err(FileError::Invalid(format!(
-                    "page size {} differs from the restore's {}",
-                    h.page_size, self.page_size
-                )));
-            }
-            if !(h.min_txid <= self.prev_max + 1 && h.max_txid > self.prev_max) {
-                return Err(FileError::Invalid(format!(
-                    "non-contiguous transaction ids: previous file ends at {:016x}",
-                    self.prev_max
-                )));
-            }
+        } else if h.page_size != self.page_size {
+            return Err(format!(
+                "page size {} differs from the restore's {}",
+                h.page_size, self.page_size
+            ));
         }
+        self.newest.get_or_insert((h.commit, h.max_txid));
         Ok(())
     }
 
-    fn mark(&mut self, pgno: u32) {
+    /// Whether page `pgno` of the current file is the version to write (no newer file
+    /// wrote it, and no newer file cut the database below it); marks it written.
+    fn claim(&mut self, pgno: u32) -> bool {
+        if self.skips(pgno) {
+            return false;
+        }
         let i = (pgno - 1) as usize;
-        if self.covered.len() <= i / 64 {
-            self.covered.resize(i / 64 + 1, 0);
+        if self.written.len() <= i / 64 {
+            self.written.resize(i / 64 + 1, 0);
         }
-        self.covered[i / 64] |= 1 << (i % 64);
+        self.written[i / 64] |= 1 << (i % 64);
         self.pages_written += 1;
+        true
     }
 
-    /// After a file: a shrink forgets the pages above the new size.
-    fn end_file(&mut self, h: &Header) {
-        let commit = h.commit as usize;
-        for i in commit..self.covered.len() * 64 {
-            self.covered[i / 64] &= !(1 << (i % 64));
-        }
-        self.commit = h.commit;
-        self.prev_max = h.max_txid;
+    /// Whether page `pgno` is already written, or cut off by a newer file: a snapshot
+    /// decoded in parallel after the other files skips it.
+    pub fn skips(&self, pgno: u32) -> bool {
+        pgno > self.limit || self.is_written(pgno)
     }
 
-    fn finish(self) -> Result<Applied, RestoreError> {
-        let lock = lock_page(self.page_size);
-        for pgno in 1..=self.commit {
-            let i = (pgno - 1) as usize;
-            let set = self
-                .covered
-                .get(i / 64)
-                .is_some_and(|w| w & (1 << (i % 64)) != 0);
-            if !set && pgno != lock {
-                return Err(RestoreError::Inconsistent(format!(
-                    "page {pgno} of {} was never written by any file since the database last shrank (a missing growth page)",
-                    self.commit
-                )));
+    fn is_written(&self, pgno: u32) -> bool {
+        let i = (pgno - 1) as usize;
+        self.written
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    /// After a file: older files may not write above its Commit.
+    pub fn end_file(&mut self, h: &Header) {
+        self.limit = self.limit.min(h.commit);
+    }
+
+    /// After a complete snapshot `h` was decoded in parallel: it wrote every page up to its
+    /// Commit that [`Merge::skips`] did not skip.
+    pub fn snapshot_applied(&mut self, h: &Header) {
+        let lock = lock_page(h.page_size);
+        for pgno in 1..=h.commit.min(self.limit) {
+            if pgno != lock {
+                self.claim(pgno);
             }
+        }
+        self.end_file(h);
+    }
+
+    /// Every page 1..=Commit but the lock page must have been written.
+    pub fn finish(self) -> Result<Applied, RestoreError> {
+        let Some((commit, txid)) = self.newest else {
+            return Err(RestoreError::Inconsistent("no file was applied".into()));
+        };
+        let lock = lock_page(self.page_size);
+        if let Some(pgno) = (1..=commit).find(|p| *p != lock && !self.is_written(*p)) {
+            return Err(RestoreError::Inconsistent(format!(
+                "page {pgno} of {commit} was never written by any file since the database last shrank (a missing growth page)"
+            )));
         }
         Ok(Applied {
             page_size: self.page_size,
-            commit: self.commit,
-            txid: self.prev_max,
+            commit,
+            txid,
             pages_written: self.pages_written,
         })
     }
@@ -322,3 +366,7 @@ impl Read for ChunkReader<'_> {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+#[path = "apply_tests.rs"]
+mod tests;

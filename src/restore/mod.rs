@@ -252,10 +252,18 @@ async fn finalize(
         opts.mode,
     );
     tokio::task::spawn_blocking(move || {
-        file.sync_all()
+        // The fsync (disk-bound) and the integrity check (CPU-bound, reading the same
+        // bytes from the page cache) run side by side; both must succeed before publish.
+        let (synced, checked) = std::thread::scope(|s| {
+            let sync = s.spawn(|| file.sync_all());
+            let checked = output::integrity_check(&tmp_owned, check);
+            (sync.join(), checked)
+        });
+        synced
+            .unwrap_or_else(|_| Err(std::io::Error::other("fsync thread panicked")))
             .map_err(|e| RestoreError::io("fsync", &tmp_owned, e))?;
         drop(file);
-        output::integrity_check(&tmp_owned, check)?;
+        checked?;
         output::set_owner_and_mode(&tmp_owned, &out, owner, mode)
     })
     .await
@@ -270,42 +278,55 @@ async fn write_and_publish(
     tmp: &Path,
     file: std::fs::File,
 ) -> Result<apply::Applied, RestoreError> {
-    let mut files = plan.effective_files().to_vec();
-    let file = Arc::new(file);
-    let big_snapshot = files[0].min_txid == 1 && files[0].size >= parallel::PARALLEL_MIN_SIZE;
-    let snapshot = (big_snapshot && opts.parallelism > 1).then(|| files.remove(0));
-    // The snapshot first, alone: fetching the other files meanwhile was measured to gain
-    // nothing on two cores and to cost memory (BENCHMARKS.md).
-    let base = match &snapshot {
-        Some(f) => Some(
-            parallel::apply_snapshot(client.clone(), f, file.clone(), opts.parallelism)
-                .await?
-                .header,
-        ),
-        None => None,
-    };
+    let files = plan.effective_files().to_vec();
     let keys: Vec<String> = files
         .iter()
         .map(|f| client.key(f.level, f.min_txid, f.max_txid))
         .collect();
-    let specs = fetch::chunk_specs(&files, opts.chunk_size);
-    let mut rx = fetch::spawn_fetcher(client, specs, opts.parallelism);
-    let total = files.iter().map(|f| f.size).sum();
+    apply::check_chain(&files, &keys)?;
+    let file = Arc::new(file);
+    let parallel_snapshot = files[0].min_txid == 1
+        && files[0].size >= parallel::PARALLEL_MIN_SIZE
+        && opts.parallelism > 1;
+    let skip = usize::from(parallel_snapshot);
+    // Newest first, so that every page is written once (see `apply`); a large snapshot
+    // comes last, decoded in parallel ranges.
+    let newest_first: Vec<LtxFileInfo> = files[skip..].iter().rev().cloned().collect();
+    let keys: Vec<String> = keys[skip..].iter().rev().cloned().collect();
+    let specs = fetch::chunk_specs(&newest_first, opts.chunk_size);
+    let mut rx = fetch::spawn_fetcher(client.clone(), specs, opts.parallelism);
+    let total = newest_first.iter().map(|f| f.size).sum();
     let show = opts.progress;
-    let tmp_owned = tmp.to_path_buf();
-    let (applied, file) = tokio::task::spawn_blocking(move || -> Result<_, RestoreError> {
-        let mut meter = ProgressMeter::new(show, files.len(), total);
-        let applied = apply::apply(&files, &keys, &mut rx, &file, base, &mut |n, b| {
-            meter.update(n, b)
-        })?;
+    let out = file.clone();
+    let mut merge = tokio::task::spawn_blocking(move || -> Result<_, RestoreError> {
+        let mut meter = ProgressMeter::new(show, newest_first.len(), total);
+        let mut merge = apply::Merge::default();
+        apply::apply_newest_first(
+            &mut merge,
+            &newest_first,
+            &keys,
+            &mut rx,
+            &out,
+            &mut |n, b| meter.update(n, b),
+        )?;
         meter.done();
-        drop(rx);
-        file.set_len(u64::from(applied.commit) * u64::from(applied.page_size))
-            .map_err(|e| RestoreError::io("write", &tmp_owned, e))?;
-        Ok((applied, file))
+        Ok(merge)
     })
     .await
     .map_err(|e| RestoreError::Inconsistent(format!("restore task failed: {e}")))??;
+    if parallel_snapshot {
+        parallel::apply_snapshot(
+            client,
+            &files[0],
+            file.clone(),
+            opts.parallelism,
+            &mut merge,
+        )
+        .await?;
+    }
+    let applied = merge.finish()?;
+    file.set_len(u64::from(applied.commit) * u64::from(applied.page_size))
+        .map_err(|e| RestoreError::io("write", tmp, e))?;
     let file = Arc::try_unwrap(file)
         .map_err(|_| RestoreError::Inconsistent("restore output still in use".into()))?;
     finalize(tmp, file, opts).await?;

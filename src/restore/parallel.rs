@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 
 use super::RestoreError;
-use super::apply::PageWriter;
+use super::apply::{Merge, PageWriter};
 use crate::ltx::{
     CHECKSUM_FLAG, Decoder, HEADER_SIZE, Header, INDEX_LEN_SIZE, IndexEntry, PAGE_HEADER_SIZE,
     TRAILER_SIZE, crc64, crc64_combine, lock_page, parse_index,
@@ -52,12 +52,15 @@ async fn get(
     Ok(buf)
 }
 
-/// Decodes the snapshot `f` into `out` with up to `parallelism` ranges.
+/// Decodes the snapshot `f` into `out` with up to `parallelism` ranges. It is the oldest
+/// file of the plan, applied last: pages that `merge` says newer files wrote (or cut off)
+/// are verified but not written.
 pub async fn apply_snapshot(
     client: Arc<dyn ReplicaClient>,
     f: &LtxFileInfo,
     out: Arc<File>,
     parallelism: usize,
+    merge: &mut Merge,
 ) -> Result<Snapshot, RestoreError> {
     let key = client.key(f.level, f.min_txid, f.max_txid);
     let corrupt = |reason: String| RestoreError::Corrupt {
@@ -81,6 +84,8 @@ pub async fn apply_snapshot(
     if (header.min_txid, header.max_txid) != (f.min_txid, f.max_txid) || !header.is_snapshot() {
         return Err(corrupt("header txids differ from the file name".into()));
     }
+    merge.begin_file(f, &header).map_err(corrupt)?;
+    let skip = Arc::new(merge.clone());
     let tail = get(client.as_ref(), f, f.size - tail_len, tail_len).await?;
     let index_len = u64::from_be_bytes(tail[..8].try_into().expect("8 bytes"));
     let index_start = (f.size - tail_len)
@@ -92,10 +97,10 @@ pub async fn apply_snapshot(
     let ranges = split(&entries, parallelism);
     let mut tasks = Vec::new();
     for r in ranges {
-        let (client, out, f2) = (client.clone(), out.clone(), f.clone());
+        let (client, out, f2, skip) = (client.clone(), out.clone(), f.clone(), skip.clone());
         let rt = tokio::runtime::Handle::current();
         tasks.push(tokio::task::spawn_blocking(move || {
-            decode_range(rt, client, &f2, header, &r, &out)
+            decode_range(rt, client, &f2, header, &r, &out, &skip)
         }));
     }
     let mut crc = crc64(&head);
@@ -121,6 +126,7 @@ pub async fn apply_snapshot(
             "post-apply checksum must be zero when NoChecksum is set".into(),
         ));
     }
+    merge.snapshot_applied(&header);
     Ok(Snapshot { header })
 }
 
@@ -169,6 +175,7 @@ fn decode_range(
     header: Header,
     entries: &[IndexEntry],
     out: &File,
+    skip: &Merge,
 ) -> Result<(u64, u64), RestoreError> {
     let key = client.key(f.level, f.min_txid, f.max_txid);
     let first = entries[0];
@@ -218,7 +225,9 @@ fn decode_range(
                 ),
             });
         }
-        writer.put(out, e.pgno, &page).map_err(write_err)?;
+        if !skip.skips(e.pgno) {
+            writer.put(out, e.pgno, &page).map_err(write_err)?;
+        }
     }
     writer.flush(out).map_err(write_err)?;
     Ok(dec.range_checksum())
