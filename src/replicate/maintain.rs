@@ -23,29 +23,53 @@ impl DbReplicator {
         remote: &mut RemoteIndex,
         sched: &mut Schedule,
     ) -> anyhow::Result<()> {
+        // Every job runs even when an earlier one failed (a compaction that keeps failing
+        // must not stop snapshots); the first error is returned. A failed job keeps its
+        // schedule, so it runs again on the next tick.
+        let mut first_err: Option<anyhow::Error> = None;
+        let mut note = |res: anyhow::Result<()>, what: &str| match res {
+            Ok(()) => true,
+            Err(e) => {
+                let e = e.context(what.to_string());
+                if first_err.is_none() {
+                    first_err = Some(e);
+                } else {
+                    tracing::debug!(error = %format!("{e:#}"), "maintenance error");
+                }
+                false
+            }
+        };
         let now = SystemTime::now();
         sched.compacted.resize(self.g.levels.len(), None);
         for (i, interval) in self.g.levels.clone().into_iter().enumerate() {
             let window = window_start(now, interval);
             if sched.compacted[i] != Some(window) {
-                self.compact_level(remote, i as u8, (i + 1) as u8).await?;
-                sched.compacted[i] = Some(window);
+                let res = self.compact_level(remote, i as u8, (i + 1) as u8).await;
+                if note(res, &format!("compaction into level {}", i + 1)) {
+                    sched.compacted[i] = Some(window);
+                }
             }
         }
         let window = window_start(now, self.g.snapshot_interval);
-        if sched.snapshot != Some(window) && self.snapshot(remote).await? {
-            sched.snapshot = Some(window);
-            self.snapshot_retention(remote).await?;
+        if sched.snapshot != Some(window) {
+            match self.snapshot(remote).await {
+                Ok(true) => {
+                    sched.snapshot = Some(window);
+                    note(self.snapshot_retention(remote).await, "snapshot retention");
+                }
+                Ok(false) => {}
+                Err(e) => _ = note(Err(e), "snapshot"),
+            }
         }
         if sched
             .l0_checked
             .is_none_or(|t| t.elapsed() >= self.g.l0_retention_check_interval)
         {
             sched.l0_checked = Some(Instant::now());
-            self.l0_retention(remote).await?;
+            note(self.l0_retention(remote).await, "level-0 retention");
         }
         self.remove_uploaded(remote);
-        Ok(())
+        first_err.map_or(Ok(()), Err)
     }
 
     /// Compacts the files of `src` above `dst`'s newest TXID into one `dst` file.
@@ -141,12 +165,10 @@ impl DbReplicator {
             }
         }
         let path = work.join(format!("input-{i}.ltx"));
-        let mut r = self
-            .client
-            .open(f.level, f.min_txid, f.max_txid, 0, None)
-            .await?;
-        let mut out = tokio::fs::File::create(&path).await?;
-        tokio::io::copy(&mut r, &mut out).await?;
+        let started = Instant::now();
+        let res = crate::restore::fetch::download_to_file(self.client.clone(), f, &path).await;
+        self.record_op("GET", started, Some(f.size), res.as_ref().err());
+        res?;
         Ok(path)
     }
 

@@ -28,6 +28,7 @@ pub struct Metrics {
     pub staging_bytes: IntGaugeVec,
     pub staging_limit_hits: IntCounterVec,
     pub full_images: IntCounterVec,
+    pub maintenance_errors: IntCounterVec,
     pub refused: IntGaugeVec,
 }
 
@@ -155,6 +156,12 @@ impl Metrics {
                 &r,
                 "liteship_full_level0_images",
                 "Full level-0 images written (continuity could not be proven)",
+                &["db"],
+            ),
+            maintenance_errors: counter(
+                &r,
+                "liteship_maintenance_errors",
+                "Failed compaction, snapshot or retention runs (each is retried on the next tick)",
                 &["db"],
             ),
             refused: int_gauge(

@@ -33,10 +33,14 @@ impl DbReplicator {
                     if backoff.take().is_some() {
                         tracing::info!(db = %self.label, "uploads recovered");
                     }
-                    if let Err(e) = self.maintain(&mut remote, &mut maint).await
-                        && errors.ready()
-                    {
-                        tracing::error!(db = %self.label, error = %format!("{e:#}"), "maintenance error");
+                    if let Err(e) = self.maintain(&mut remote, &mut maint).await {
+                        self.metrics
+                            .maintenance_errors
+                            .with_label_values(&[self.label.as_str()])
+                            .inc();
+                        if errors.ready() {
+                            tracing::error!(db = %self.label, error = %format!("{e:#}"), "maintenance error; retrying on the next tick");
+                        }
                     }
                 }
                 Err(e) => {

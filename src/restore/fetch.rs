@@ -85,6 +85,40 @@ pub fn spawn_fetcher(
     rx
 }
 
+/// Chunk size of [`download_to_file`].
+const DOWNLOAD_CHUNK: u64 = 1 << 20;
+
+/// Downloads a whole file into `path` (created or truncated) in ranged chunks, two at a
+/// time, each resumed where it broke off. Compaction reads its remote inputs this way.
+pub async fn download_to_file(
+    client: Arc<dyn ReplicaClient>,
+    file: &LtxFileInfo,
+    path: &std::path::Path,
+) -> Result<(), StorageError> {
+    use tokio::io::AsyncWriteExt;
+    let io = |op, e| StorageError::io(op, path.display(), e);
+    let mut out = tokio::fs::File::create(path)
+        .await
+        .map_err(|e| io("create", e))?;
+    let key = client.key(file.level, file.min_txid, file.max_txid);
+    let specs = chunk_specs(std::slice::from_ref(file), DOWNLOAD_CHUNK);
+    let mut rx = spawn_fetcher(client, specs, 2);
+    while let Some(item) = rx.recv().await {
+        let (_, data) = item?;
+        out.write_all(&data).await.map_err(|e| io("write", e))?;
+    }
+    out.flush().await.map_err(|e| io("write", e))?;
+    let len = out.metadata().await.map_err(|e| io("stat", e))?.len();
+    if len != file.size {
+        return Err(StorageError::Other {
+            op: "read",
+            key,
+            message: format!("downloaded {len} of {} bytes", file.size),
+        });
+    }
+    Ok(())
+}
+
 /// Downloads one range, resuming from the current offset when the body breaks off.
 pub async fn fetch_chunk(
     client: &dyn ReplicaClient,

@@ -4,6 +4,7 @@ mod conformance;
 mod nomad_job;
 mod oracle_ltx;
 mod replicate_core;
+mod replicate_edges;
 mod replicate_ops;
 mod restore_compat;
 mod restore_errors;

@@ -23,6 +23,11 @@ pub struct Flaky<C> {
     pub opens: AtomicUsize,
     /// Only reads of at least this many bytes (or to the end) may break.
     pub break_min_len: u64,
+    /// The level of every opened read, in order.
+    pub opened_levels: std::sync::Mutex<Vec<u8>>,
+    /// How many more writes at level `fail_writes_from` or above fail.
+    pub write_failures_left: AtomicUsize,
+    pub fail_writes_from: u8,
 }
 
 impl<C> Flaky<C> {
@@ -35,7 +40,17 @@ impl<C> Flaky<C> {
             max_in_flight: Arc::default(),
             opens: AtomicUsize::new(0),
             break_min_len: 0,
+            opened_levels: Default::default(),
+            write_failures_left: AtomicUsize::new(0),
+            fail_writes_from: u8::MAX,
         }
+    }
+
+    /// Fails the next `n` writes at `level` or above (as a server error would).
+    pub fn failing_writes(mut self, n: usize, level: u8) -> Self {
+        self.write_failures_left = AtomicUsize::new(n);
+        self.fail_writes_from = level;
+        self
     }
 
     /// Breaks only reads of at least `n` bytes (long ranged streams).
@@ -108,6 +123,7 @@ impl<C: ReplicaClient> ReplicaClient for Flaky<C> {
         len: Option<u64>,
     ) -> Result<ByteReader, StorageError> {
         self.opens.fetch_add(1, Ordering::SeqCst);
+        self.opened_levels.lock().unwrap().push(l);
         let inner = self.inner.open(l, a, b, off, len).await?;
         let long = len.is_none_or(|l| l >= self.break_min_len);
         let breaking = long
@@ -133,6 +149,18 @@ impl<C: ReplicaClient> ReplicaClient for Flaky<C> {
         body: Body,
         ts: i64,
     ) -> Result<LtxFileInfo, StorageError> {
+        let fail = l >= self.fail_writes_from
+            && self
+                .write_failures_left
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok();
+        if fail {
+            return Err(StorageError::Other {
+                op: "write",
+                key: self.inner.key(l, a, b),
+                message: "injected: 503 Service Unavailable".into(),
+            });
+        }
         self.inner.write(l, a, b, body, ts).await
     }
     async fn delete(&self, l: u8, f: &[(u64, u64)]) -> Result<(), StorageError> {
