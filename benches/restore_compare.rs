@@ -122,6 +122,72 @@ async fn baseline(tb: &TestBucket, parallel: usize, out: &Path) -> Duration {
     start.elapsed()
 }
 
+/// The measured commands: a name and liteship's `-integrity-check` (empty: Litestream).
+const TOOLS: [(&str, &str); 3] = [
+    ("litestream 0.5.17", ""),
+    ("liteship", "none"),
+    ("liteship (quick_check)", "quick"),
+];
+
+/// Runs every tool `rounds` times, in alternating order (forward in even rounds, reversed
+/// in odd ones), checking each round that Litestream's and liteship's files are identical.
+fn measure_rounds(
+    rounds: usize,
+    dir: &Path,
+    ls_bin: &Path,
+    url: &str,
+    creds: &dyn Fn(&mut Command),
+) -> Vec<(usize, &'static str, Run)> {
+    let mut rows = Vec::new();
+    for round in 0..rounds {
+        let mut order: Vec<usize> = (0..TOOLS.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let (name, check) = TOOLS[i];
+            let out = dir.join(format!("out-{round}-{i}.db"));
+            let mut cmd = if check.is_empty() {
+                let mut c = Command::new(ls_bin);
+                c.args(["restore", "-o", out.to_str().unwrap(), url]);
+                c
+            } else {
+                let mut c = Command::new(env!("CARGO_BIN_EXE_liteship"));
+                c.args(["restore", "-integrity-check", check, "-o"]);
+                c.args([out.to_str().unwrap(), url]);
+                c
+            };
+            creds(&mut cmd);
+            // Every run starts with no dirty pages left by the previous one (or by building
+            // the database), so that background writeback does not land on one tool only.
+            // SAFETY: sync(2) takes no arguments and cannot fail.
+            unsafe { libc::sync() };
+            std::thread::sleep(Duration::from_secs(1));
+            let r = measure(cmd);
+            eprintln!(
+                "{name}: {:.2}s, {} MiB peak RSS",
+                r.wall.as_secs_f64(),
+                r.max_rss_kib / 1024
+            );
+            rows.push((round, name, r));
+        }
+        // Compared in chunks: holding the files in memory would inflate the RSS that the
+        // next forked child starts with.
+        let (a, b) = (
+            dir.join(format!("out-{round}-0.db")),
+            dir.join(format!("out-{round}-1.db")),
+        );
+        assert!(same_file(&a, &b), "restored databases differ");
+        for f in std::fs::read_dir(dir).unwrap() {
+            let p = f.unwrap().path();
+            if p.file_name().unwrap().to_string_lossy().starts_with("out-") {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+    }
+    rows
+}
+
 /// With `BENCH_HOLD=FILE`, writes the replica URL and credentials to FILE as shell
 /// exports and waits until FILE is deleted, so the replica can be restored by hand (for
 /// profiling) before the measured runs.
@@ -195,58 +261,11 @@ async fn main() {
         .env_remove("AWS_CA_BUNDLE");
     };
     hold_for_profiling(&tb, &url);
-    let mut rows = Vec::new();
-    for round in 0..2 {
-        for (i, (name, check)) in [
-            ("litestream 0.5.17", ""),
-            ("liteship", "none"),
-            ("liteship (quick_check)", "quick"),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let out = dir.path().join(format!("out-{round}-{i}.db"));
-            let mut cmd = if check.is_empty() {
-                let mut c = Command::new(&ls.bin);
-                c.args(["restore", "-o", out.to_str().unwrap(), &url]);
-                c
-            } else {
-                let mut c = Command::new(env!("CARGO_BIN_EXE_liteship"));
-                c.args([
-                    "restore",
-                    "-integrity-check",
-                    check,
-                    "-o",
-                    out.to_str().unwrap(),
-                    &url,
-                ]);
-                c
-            };
-            creds(&mut cmd);
-            let r = measure(cmd);
-            eprintln!(
-                "{name}: {:.2}s, {} MiB peak RSS",
-                r.wall.as_secs_f64(),
-                r.max_rss_kib / 1024
-            );
-            rows.push((round, name, r));
-        }
-        // Compared in chunks: holding the files in memory would inflate the RSS that the
-        // next forked child starts with.
-        assert!(
-            same_file(
-                &dir.path().join(format!("out-{round}-0.db")),
-                &dir.path().join(format!("out-{round}-1.db"))
-            ),
-            "restored databases differ"
-        );
-        for f in std::fs::read_dir(dir.path()).unwrap() {
-            let p = f.unwrap().path();
-            if p.file_name().unwrap().to_string_lossy().starts_with("out-") {
-                std::fs::remove_file(p).unwrap();
-            }
-        }
-    }
+    let rounds: usize = std::env::var("BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    let rows = measure_rounds(rounds, dir.path(), &ls.bin, &url, &creds);
     let one = baseline(&tb, 1, &dir.path().join("plain1")).await;
     let _ = std::fs::remove_file(dir.path().join("plain1"));
     let eight = baseline(&tb, 8, &dir.path().join("plain8")).await;
@@ -257,6 +276,23 @@ async fn main() {
             round + 1,
             r.wall.as_secs_f64(),
             r.max_rss_kib / 1024
+        );
+    }
+    let median = |tool: &str| {
+        let mut v: Vec<f64> = rows
+            .iter()
+            .filter(|(_, n, _)| *n == tool)
+            .map(|(_, _, r)| r.wall.as_secs_f64())
+            .collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let ls_median = median(TOOLS[0].0);
+    for (name, _) in &TOOLS[1..] {
+        println!(
+            "\nmedian {name}: {:.2} s = {:.2} of Litestream's median {ls_median:.2} s",
+            median(name),
+            median(name) / ls_median
         );
     }
     println!(

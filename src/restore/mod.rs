@@ -293,44 +293,59 @@ async fn write_and_publish(
     // comes last, decoded in parallel ranges.
     let newest_first: Vec<LtxFileInfo> = files[skip..].iter().rev().cloned().collect();
     let keys: Vec<String> = keys[skip..].iter().rev().cloned().collect();
-    let specs = fetch::chunk_specs(&newest_first, opts.chunk_size);
-    let mut rx = fetch::spawn_fetcher(client.clone(), specs, opts.parallelism);
-    let total = newest_first.iter().map(|f| f.size).sum();
-    let show = opts.progress;
-    let out = file.clone();
-    let mut merge = tokio::task::spawn_blocking(move || -> Result<_, RestoreError> {
-        let mut meter = ProgressMeter::new(show, newest_first.len(), total);
-        let mut merge = apply::Merge::default();
-        apply::apply_newest_first(
-            &mut merge,
-            &newest_first,
-            &keys,
-            &mut rx,
-            &out,
-            &mut |n, b| meter.update(n, b),
-        )?;
-        meter.done();
-        Ok(merge)
-    })
-    .await
-    .map_err(|e| RestoreError::Inconsistent(format!("restore task failed: {e}")))??;
+    let phase = Instant::now();
+    let mut merge = apply_streamed(client.clone(), opts, newest_first, keys, file.clone()).await?;
+    tracing::debug!(
+        files = files.len() - skip,
+        elapsed_ms = phase.elapsed().as_millis() as u64,
+        "incremental files applied"
+    );
+    let phase = Instant::now();
     if parallel_snapshot {
-        parallel::apply_snapshot(
-            client,
-            &files[0],
-            file.clone(),
-            opts.parallelism,
-            &mut merge,
-        )
-        .await?;
+        let par = opts.parallelism;
+        parallel::apply_snapshot(client, &files[0], file.clone(), par, &mut merge).await?;
+        tracing::debug!(
+            elapsed_ms = phase.elapsed().as_millis() as u64,
+            "snapshot applied in parallel ranges"
+        );
     }
     let applied = merge.finish()?;
     file.set_len(u64::from(applied.commit) * u64::from(applied.page_size))
         .map_err(|e| RestoreError::io("write", tmp, e))?;
     let file = Arc::try_unwrap(file)
         .map_err(|_| RestoreError::Inconsistent("restore output still in use".into()))?;
+    let phase = Instant::now();
     finalize(tmp, file, opts).await?;
+    tracing::debug!(
+        elapsed_ms = phase.elapsed().as_millis() as u64,
+        "fsync, integrity check and rename done"
+    );
     Ok(applied)
+}
+
+/// Downloads `files` as one ordered stream of ranged chunks and applies them in that order
+/// (newest first) on a blocking thread.
+async fn apply_streamed(
+    client: Arc<dyn ReplicaClient>,
+    opts: &RestoreOptions,
+    files: Vec<LtxFileInfo>,
+    keys: Vec<String>,
+    out: Arc<std::fs::File>,
+) -> Result<apply::Merge, RestoreError> {
+    let specs = fetch::chunk_specs(&files, opts.chunk_size);
+    let mut rx = fetch::spawn_fetcher(client, specs, opts.parallelism);
+    let total = files.iter().map(|f| f.size).sum();
+    let show = opts.progress;
+    tokio::task::spawn_blocking(move || -> Result<_, RestoreError> {
+        let mut meter = ProgressMeter::new(show, files.len(), total);
+        let mut merge = apply::Merge::default();
+        let mut progress = |n, b| meter.update(n, b);
+        apply::apply_newest_first(&mut merge, &files, &keys, &mut rx, &out, &mut progress)?;
+        meter.done();
+        Ok(merge)
+    })
+    .await
+    .map_err(|e| RestoreError::Inconsistent(format!("restore task failed: {e}")))?
 }
 
 /// Lists levels 0..=9 concurrently; for a timestamp target, replaces each creation time by
