@@ -30,12 +30,7 @@ async fn load_with_app_checkpoints_and_vacuum_s3() {
         &db,
         &["--rate", "50", "--duration", "0.2", "--grow-mb", "8"],
     ));
-    let rep = Replicator::start(dir.path(), &["-config", s(&cfg)], None);
-    assert!(
-        rep.wait_ready(200, Duration::from_secs(30)),
-        "not ready: {}",
-        rep.log_text()
-    );
+    let rep = Replicator::start_ready(dir.path(), &["-config", s(&cfg)], None);
     let w1 = load(
         &db,
         &[
@@ -84,12 +79,7 @@ fn sigterm_right_after_a_commit() {
     let db = dir.path().join("app.db");
     let root = dir.path().join("replica");
     finish_load(load(&db, &["--rate", "10", "--duration", "0.1"]));
-    let rep = Replicator::start(dir.path(), &[s(&db), &file_url(&root)], None);
-    assert!(
-        rep.wait_ready(200, Duration::from_secs(20)),
-        "{}",
-        rep.log_text()
-    );
+    let rep = Replicator::start_ready(dir.path(), &[s(&db), &file_url(&root)], None);
     let c = rusqlite::Connection::open(&db).unwrap();
     c.execute(
         "INSERT INTO load(writer, seq, t_ms, payload) VALUES (9, 1, 0, x'cafe')",
@@ -125,12 +115,7 @@ fn app_checkpoints_while_replicator_is_down() {
     let url = file_url(&root);
     finish_load(load(&db, &["--rate", "100", "--duration", "0.5"]));
     for (round, mode) in ["RESTART", "TRUNCATE", "FULL"].iter().enumerate() {
-        let rep = Replicator::start(dir.path(), &[s(&db), &url], None);
-        assert!(
-            rep.wait_ready(200, Duration::from_secs(20)),
-            "{}",
-            rep.log_text()
-        );
+        let rep = Replicator::start_ready(dir.path(), &[s(&db), &url], None);
         finish_load(load(
             &db,
             &["--rate", "200", "--duration", "1.5", "--writer", "1"],
@@ -272,12 +257,7 @@ fn takeover_both_ways() {
         if round == 1 {
             break;
         }
-        let rep = Replicator::start(dir.path(), &["-config", s(&cfg)], None);
-        assert!(
-            rep.wait_ready(200, Duration::from_secs(20)),
-            "{}",
-            rep.log_text()
-        );
+        let rep = Replicator::start_ready(dir.path(), &["-config", s(&cfg)], None);
         finish_load(load(
             &db,
             &["--rate", "200", "--duration", "2", "--writer", "2"],
@@ -297,8 +277,7 @@ fn seed_replica(dir: &Path) -> (PathBuf, String) {
     let root = dir.join("replica");
     let url = file_url(&root);
     finish_load(load(&db, &["--rate", "100", "--duration", "0.5"]));
-    let rep = Replicator::start(dir, &[s(&db), &url], None);
-    assert!(rep.wait_ready(200, Duration::from_secs(20)));
+    let rep = Replicator::start_ready(dir, &[s(&db), &url], None);
     assert!(rep.stop().success());
     (db, url)
 }
@@ -330,12 +309,7 @@ fn lineage_refusal_and_restore_then_replicate() {
     // Restore, then replicate: continues the history.
     let restored = dir.path().join("restored.db");
     assert!(restore(&["-o", s(&restored), &url], None).status.success());
-    let rep = Replicator::start(dir.path(), &[s(&restored), &url], None);
-    assert!(
-        rep.wait_ready(200, Duration::from_secs(20)),
-        "{}",
-        rep.log_text()
-    );
+    let rep = Replicator::start_ready(dir.path(), &[s(&restored), &url], None);
     finish_load(load(
         &restored,
         &["--rate", "100", "--duration", "1", "--writer", "2"],
@@ -344,15 +318,10 @@ fn lineage_refusal_and_restore_then_replicate() {
     assert_restores_equal(dir.path(), &url, None, &restored);
 
     // Explicitly allowed: the stranger becomes the newest state.
-    let rep = Replicator::start(
+    let rep = Replicator::start_ready(
         dir.path(),
         &["-allow-new-history", s(&stranger), &url],
         None,
-    );
-    assert!(
-        rep.wait_ready(200, Duration::from_secs(20)),
-        "{}",
-        rep.log_text()
     );
     assert!(rep.stop().success());
     assert_restores_equal(dir.path(), &url, None, &stranger);

@@ -76,12 +76,7 @@ fn position_at_wal_header() {
     })
     .unwrap();
     for (round, mask) in [0x5a5a_5a5a_u32, 0].into_iter().enumerate() {
-        let rep = Replicator::start(dir.path(), &[s(&db), &url], None);
-        assert!(
-            rep.wait_ready(200, Duration::from_secs(20)),
-            "{}",
-            rep.log_text()
-        );
+        let rep = Replicator::start_ready(dir.path(), &[s(&db), &url], None);
         let writer = (round + 1).to_string();
         let args = ["--rate", "100", "--duration", "0.5", "--writer", &writer];
         finish_load(load(&db, &args));
@@ -90,12 +85,7 @@ fn position_at_wal_header() {
         let writer = (round + 10).to_string();
         let args = ["--rate", "100", "--duration", "0.5", "--writer", &writer];
         finish_load(load(&db, &args));
-        let rep = Replicator::start(dir.path(), &[s(&db), &url], None);
-        assert!(
-            rep.wait_ready(200, Duration::from_secs(20)),
-            "{}",
-            rep.log_text()
-        );
+        let rep = Replicator::start_ready(dir.path(), &[s(&db), &url], None);
         // The first sync after start is the one that meets the rewritten position.
         let synced = (0..100).any(|_| {
             std::thread::sleep(Duration::from_millis(100));

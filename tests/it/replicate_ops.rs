@@ -39,12 +39,7 @@ async fn idle_database_sends_no_requests() {
         Target::S3(&tb.config),
         "levels:\n  - interval: 1s\n  - interval: 2s\nl0-retention: 1s\nl0-retention-check-interval: 1s\n",
     );
-    let rep = Replicator::start(dir.path(), &["-config", s(&cfg)], None);
-    assert!(
-        rep.wait_ready(200, Duration::from_secs(30)),
-        "{}",
-        rep.log_text()
-    );
+    let rep = Replicator::start_ready(dir.path(), &["-config", s(&cfg)], None);
     finish_load(load(&db, &["--rate", "100", "--duration", "2"]));
     std::thread::sleep(Duration::from_secs(10)); // uploads, compactions, L0 retention settle
     let (r0, c0, t0) = (garage.s3_requests(), cpu_seconds(rep.pid()), Instant::now());
@@ -73,12 +68,7 @@ async fn s3_outage_under_load() {
     let db = dir.path().join("app.db");
     finish_load(load(&db, &["--rate", "100", "--duration", "0.3"]));
     let cfg = write_config_with(dir.path(), &db, Target::S3(&tb.config), "");
-    let rep = Replicator::start(dir.path(), &["-config", s(&cfg)], None);
-    assert!(
-        rep.wait_ready(200, Duration::from_secs(30)),
-        "{}",
-        rep.log_text()
-    );
+    let rep = Replicator::start_ready(dir.path(), &["-config", s(&cfg)], None);
     let writer = load(&db, &["--rate", "200", "--duration", "70", "--writer", "1"]);
     std::thread::sleep(Duration::from_secs(3));
     garage.stop();
@@ -107,28 +97,67 @@ async fn s3_outage_under_load() {
     assert_restores_equal(dir.path(), &tb.url(), Some(&tb.config), &db);
 }
 
-/// Growth past 1 GiB (the lock page at 4 KiB pages) while replicating.
+/// Everything at once past 1 GiB: one writer grows the database past the lock page (at
+/// 4 KiB pages) and then writes while running the application's own PASSIVE, FULL, RESTART
+/// and TRUNCATE checkpoints; a second writer writes meanwhile and VACUUMs (shrinking the
+/// database). Both tools' restores equal the source.
 #[test]
-fn growth_past_one_gib() {
+fn growth_past_one_gib_with_checkpoints_and_vacuum() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("app.db");
     let root = dir.path().join("replica");
     let url = format!("file://{}", root.display());
     finish_load(load(&db, &["--rate", "10", "--duration", "0.1"]));
-    let rep = Replicator::start(dir.path(), &[s(&db), &url], None);
-    assert!(
-        rep.wait_ready(200, Duration::from_secs(20)),
-        "{}",
-        rep.log_text()
-    );
-    finish_load(load(
+    let rep = Replicator::start_ready(dir.path(), &[s(&db), &url], None);
+    let w1 = load(
         &db,
-        &["--rate", "200", "--duration", "2", "--grow-mb", "1100"],
-    ));
-    let size = std::fs::metadata(&db).unwrap().len()
-        + std::fs::metadata(liteship::db::sidecar(&db, "-wal")).map_or(0, |m| m.len());
-    assert!(size > 1 << 30, "database grew to {size} bytes only");
-    assert!(rep.stop().success(), "stop");
+        &[
+            "--rate",
+            "300",
+            "--duration",
+            "12",
+            "--writer",
+            "1",
+            "--grow-mb",
+            "1100",
+            "--checkpoint",
+            "passive,full,restart,truncate",
+            "--checkpoint-every",
+            "2",
+        ],
+    );
+    // The second writer starts once the database is past 1 GiB (its committed page count).
+    let size = || -> i64 {
+        let c = rusqlite::Connection::open(&db).unwrap();
+        c.query_row(
+            "SELECT page_count * page_size FROM pragma_page_count, pragma_page_size",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap_or(0)
+    };
+    let grown = (0..1200).any(|_| {
+        std::thread::sleep(Duration::from_millis(100));
+        size() > 1 << 30
+    });
+    assert!(grown, "database grew to {} bytes only", size());
+    let w2 = load(
+        &db,
+        &[
+            "--rate",
+            "300",
+            "--duration",
+            "20",
+            "--writer",
+            "2",
+            "--vacuum-at",
+            "8",
+        ],
+    );
+    finish_load(w1);
+    finish_load(w2);
+    let log = rep.log_text();
+    assert!(rep.stop().success(), "stop: {log}");
     assert_restores_equal(dir.path(), &url, None, &db);
 }
 
@@ -150,12 +179,7 @@ fn emergency_truncate_keeps_the_replica_whole() {
     reader
         .execute_batch("BEGIN; SELECT COUNT(*) FROM load;")
         .unwrap();
-    let rep = Replicator::start(dir.path(), &["-config", s(&cfg)], None);
-    assert!(
-        rep.wait_ready(200, Duration::from_secs(20)),
-        "{}",
-        rep.log_text()
-    );
+    let rep = Replicator::start_ready(dir.path(), &["-config", s(&cfg)], None);
     let w = load(
         &db,
         &["--rate", "300", "--duration", "4", "--payload", "3000"],
@@ -185,12 +209,7 @@ fn own_checkpoints_need_no_full_images() {
     finish_load(load(&db, &["--rate", "10", "--duration", "0.1"]));
     let cfg = write_config_with(dir.path(), &db, Target::File(&root), "");
     add_db_keys(&cfg, "    min-checkpoint-page-count: 50\n");
-    let rep = Replicator::start(dir.path(), &["-config", s(&cfg)], None);
-    assert!(
-        rep.wait_ready(200, Duration::from_secs(20)),
-        "{}",
-        rep.log_text()
-    );
+    let rep = Replicator::start_ready(dir.path(), &["-config", s(&cfg)], None);
     finish_load(load(
         &db,
         &["--rate", "300", "--duration", "6", "--payload", "1000"],
@@ -218,12 +237,7 @@ async fn second_signal_aborts_the_final_upload() {
     let db = dir.path().join("app.db");
     finish_load(load(&db, &["--rate", "10", "--duration", "0.1"]));
     let cfg = write_config_with(dir.path(), &db, Target::S3(&tb.config), "");
-    let rep = Replicator::start(dir.path(), &["-config", s(&cfg)], None);
-    assert!(
-        rep.wait_ready(200, Duration::from_secs(30)),
-        "{}",
-        rep.log_text()
-    );
+    let rep = Replicator::start_ready(dir.path(), &["-config", s(&cfg)], None);
     garage.stop();
     finish_load(load(&db, &["--rate", "100", "--duration", "0.5"]));
     let pid = rep.pid();
@@ -263,12 +277,7 @@ fn l0_retention_zero_keeps_level0_files() {
         Target::File(&root),
         "levels:\n  - interval: 1s\nl0-retention: 0\nl0-retention-check-interval: 1s\n",
     );
-    let rep = Replicator::start(dir.path(), &["-config", s(&cfg)], None);
-    assert!(
-        rep.wait_ready(200, Duration::from_secs(20)),
-        "{}",
-        rep.log_text()
-    );
+    let rep = Replicator::start_ready(dir.path(), &["-config", s(&cfg)], None);
     finish_load(load(&db, &["--rate", "50", "--duration", "3"]));
     std::thread::sleep(Duration::from_secs(4));
     assert!(rep.stop().success());
@@ -307,12 +316,7 @@ fn snapshot_retention_keeps_a_restorable_chain() {
         Target::File(&root),
         "levels:\n  - interval: 1s\nl0-retention: 1s\nl0-retention-check-interval: 1s\nsnapshot:\n  interval: 3s\n  retention: 5s\n",
     );
-    let rep = Replicator::start(dir.path(), &["-config", s(&cfg)], None);
-    assert!(
-        rep.wait_ready(200, Duration::from_secs(20)),
-        "{}",
-        rep.log_text()
-    );
+    let rep = Replicator::start_ready(dir.path(), &["-config", s(&cfg)], None);
     finish_load(load(
         &db,
         &["--rate", "50", "--duration", "16", "--writer", "1"],
@@ -384,12 +388,7 @@ fn disk_full_while_staging_recovers() {
     finish_load(load(&db, &["--rate", "10", "--duration", "0.1"]));
     let cfg = write_config_with(dir.path(), &db, Target::File(&root), "");
     add_db_keys(&cfg, &format!("    meta-path: {}\n", meta.0.display()));
-    let rep = Replicator::start(dir.path(), &["-config", s(&cfg)], None);
-    assert!(
-        rep.wait_ready(200, Duration::from_secs(20)),
-        "{}",
-        rep.log_text()
-    );
+    let rep = Replicator::start_ready(dir.path(), &["-config", s(&cfg)], None);
     // Incompressible rows larger than the whole staging filesystem.
     finish_load(load(
         &db,
@@ -441,15 +440,10 @@ async fn staging_stays_bounded_while_the_bucket_is_unreachable() {
     let db = dir.path().join("app.db");
     finish_load(load(&db, &["--rate", "10", "--duration", "0.1"]));
     let cfg = write_config_with(dir.path(), &db, Target::S3(&tb.config), "");
-    let rep = Replicator::start(
+    let rep = Replicator::start_ready(
         dir.path(),
         &["-staging-limit", "300KB", "-config", s(&cfg)],
         None,
-    );
-    assert!(
-        rep.wait_ready(200, Duration::from_secs(30)),
-        "{}",
-        rep.log_text()
     );
     garage.stop();
     finish_load(load(

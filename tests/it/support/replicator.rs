@@ -46,6 +46,18 @@ impl Replicator {
         }
     }
 
+    /// [`Replicator::start`], then waits (up to 30 s) until `/readyz` answers 200; the
+    /// replicator's log is shown if it does not.
+    pub fn start_ready(dir: &Path, args: &[&str], creds: Option<&S3Config>) -> Replicator {
+        let rep = Replicator::start(dir, args, creds);
+        assert!(
+            rep.wait_ready(200, Duration::from_secs(30)),
+            "replicator not ready within 30 s: {}",
+            rep.log_text()
+        );
+        rep
+    }
+
     pub fn pid(&self) -> i32 {
         self.child.as_ref().unwrap().id() as i32
     }
