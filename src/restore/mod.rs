@@ -13,6 +13,7 @@ pub mod fetch;
 pub mod output;
 pub mod parallel;
 pub mod plan;
+pub mod progress;
 pub mod v3;
 
 use std::path::{Path, PathBuf};
@@ -293,8 +294,11 @@ async fn write_and_publish(
     // comes last, decoded in parallel ranges.
     let newest_first: Vec<LtxFileInfo> = files[skip..].iter().rev().cloned().collect();
     let keys: Vec<String> = keys[skip..].iter().rev().cloned().collect();
+    let progress = progress::Progress::new(files.iter().map(|f| f.size).sum(), files.len());
+    let ticker = progress::Ticker::start(progress.clone(), opts.progress);
     let phase = Instant::now();
-    let mut merge = apply_streamed(client.clone(), opts, newest_first, keys, file.clone()).await?;
+    let streamed = (newest_first, keys, file.clone(), progress.clone());
+    let mut merge = apply_streamed(client.clone(), opts, streamed).await?;
     tracing::debug!(
         files = files.len() - skip,
         elapsed_ms = phase.elapsed().as_millis() as u64,
@@ -303,12 +307,15 @@ async fn write_and_publish(
     let phase = Instant::now();
     if parallel_snapshot {
         let par = opts.parallelism;
-        parallel::apply_snapshot(client, &files[0], file.clone(), par, &mut merge).await?;
+        let out = file.clone();
+        parallel::apply_snapshot(client, &files[0], out, par, &mut merge, &progress).await?;
+        progress.file_done();
         tracing::debug!(
             elapsed_ms = phase.elapsed().as_millis() as u64,
             "snapshot applied in parallel ranges"
         );
     }
+    drop(ticker);
     let applied = merge.finish()?;
     file.set_len(u64::from(applied.commit) * u64::from(applied.page_size))
         .map_err(|e| RestoreError::io("write", tmp, e))?;
@@ -328,20 +335,24 @@ async fn write_and_publish(
 async fn apply_streamed(
     client: Arc<dyn ReplicaClient>,
     opts: &RestoreOptions,
-    files: Vec<LtxFileInfo>,
-    keys: Vec<String>,
-    out: Arc<std::fs::File>,
+    (files, keys, out, progress): (
+        Vec<LtxFileInfo>,
+        Vec<String>,
+        Arc<std::fs::File>,
+        Arc<progress::Progress>,
+    ),
 ) -> Result<apply::Merge, RestoreError> {
     let specs = fetch::chunk_specs(&files, opts.chunk_size);
     let mut rx = fetch::spawn_fetcher(client, specs, opts.parallelism);
-    let total = files.iter().map(|f| f.size).sum();
-    let show = opts.progress;
     tokio::task::spawn_blocking(move || -> Result<_, RestoreError> {
-        let mut meter = ProgressMeter::new(show, files.len(), total);
         let mut merge = apply::Merge::default();
-        let mut progress = |n, b| meter.update(n, b);
-        apply::apply_newest_first(&mut merge, &files, &keys, &mut rx, &out, &mut progress)?;
-        meter.done();
+        let mut done = 0;
+        let mut file_done = |_, bytes: u64| {
+            progress.add_bytes(bytes - done);
+            progress.file_done();
+            done = bytes;
+        };
+        apply::apply_newest_first(&mut merge, &files, &keys, &mut rx, &out, &mut file_done)?;
         Ok(merge)
     })
     .await
@@ -373,47 +384,4 @@ pub async fn list_levels(
         }
     }
     Ok(levels)
-}
-
-/// Progress on stderr, at most twice a second, only when asked (stderr is a terminal).
-struct ProgressMeter {
-    enabled: bool,
-    files: usize,
-    total: u64,
-    start: Instant,
-    last: Instant,
-}
-
-impl ProgressMeter {
-    fn new(enabled: bool, files: usize, total: u64) -> Self {
-        let now = Instant::now();
-        ProgressMeter {
-            enabled,
-            files,
-            total,
-            start: now,
-            last: now,
-        }
-    }
-
-    fn update(&mut self, files_done: usize, bytes: u64) {
-        if !self.enabled || self.last.elapsed() < Duration::from_millis(500) {
-            return;
-        }
-        self.last = Instant::now();
-        let secs = self.start.elapsed().as_secs_f64().max(0.001);
-        eprint!(
-            "\rrestoring: {:.1}/{:.1} MiB, {files_done}/{} files, {:.1} MiB/s   ",
-            bytes as f64 / 1048576.0,
-            self.total as f64 / 1048576.0,
-            self.files,
-            bytes as f64 / 1048576.0 / secs
-        );
-    }
-
-    fn done(&self) {
-        if self.enabled {
-            eprintln!();
-        }
-    }
 }

@@ -16,6 +16,7 @@ use tokio::io::AsyncReadExt;
 
 use super::RestoreError;
 use super::apply::{Merge, PageWriter};
+use super::progress::Progress;
 use crate::ltx::{
     CHECKSUM_FLAG, Decoder, HEADER_SIZE, Header, INDEX_LEN_SIZE, IndexEntry, PAGE_HEADER_SIZE,
     TRAILER_SIZE, crc64, crc64_combine, lock_page, parse_index,
@@ -61,6 +62,7 @@ pub async fn apply_snapshot(
     out: Arc<File>,
     parallelism: usize,
     merge: &mut Merge,
+    progress: &Arc<Progress>,
 ) -> Result<Snapshot, RestoreError> {
     let key = client.key(f.level, f.min_txid, f.max_txid);
     let corrupt = |reason: String| RestoreError::Corrupt {
@@ -99,8 +101,14 @@ pub async fn apply_snapshot(
     for r in ranges {
         let (client, out, f2, skip) = (client.clone(), out.clone(), f.clone(), skip.clone());
         let rt = tokio::runtime::Handle::current();
+        let progress = progress.clone();
         tasks.push(tokio::task::spawn_blocking(move || {
-            decode_range(rt, client, &f2, header, &r, &out, &skip)
+            let stream = RangeStream {
+                rt,
+                client,
+                progress,
+            };
+            decode_range(stream, &f2, header, &r, &out, &skip)
         }));
     }
     let mut crc = crc64(&head);
@@ -167,23 +175,30 @@ fn split(entries: &[IndexEntry], parallelism: usize) -> Vec<Vec<IndexEntry>> {
     out
 }
 
-/// Streams and decodes one range; returns its CRC and length.
-fn decode_range(
+/// What a range decoder needs to stream its bytes.
+struct RangeStream {
     rt: tokio::runtime::Handle,
     client: Arc<dyn ReplicaClient>,
+    progress: Arc<Progress>,
+}
+
+/// Streams and decodes one range; returns its CRC and length.
+fn decode_range(
+    stream: RangeStream,
     f: &LtxFileInfo,
     header: Header,
     entries: &[IndexEntry],
     out: &File,
     skip: &Merge,
 ) -> Result<(u64, u64), RestoreError> {
-    let key = client.key(f.level, f.min_txid, f.max_txid);
+    let key = stream.client.key(f.level, f.min_txid, f.max_txid);
     let first = entries[0];
     let last = entries[entries.len() - 1];
     let end = last.offset + last.len;
     let reader = RangeReader {
-        rt,
-        client,
+        rt: stream.rt,
+        client: stream.client,
+        progress: stream.progress,
         f: f.clone(),
         pos: first.offset,
         end,
@@ -242,6 +257,7 @@ fn dec_failure(dec: &mut Decoder<BufReader<RangeReader>>) -> Option<StorageError
 struct RangeReader {
     rt: tokio::runtime::Handle,
     client: Arc<dyn ReplicaClient>,
+    progress: Arc<Progress>,
     f: LtxFileInfo,
     pos: u64,
     end: u64,
@@ -291,6 +307,7 @@ impl Read for RangeReader {
                 },
                 Ok(n) => {
                     self.pos += n as u64;
+                    self.progress.add_bytes(n as u64);
                     return Ok(n);
                 }
                 Err(e) => e,
