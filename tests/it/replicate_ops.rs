@@ -495,3 +495,44 @@ fn walk_size(p: &std::path::Path) -> u64 {
         })
         .unwrap_or(0)
 }
+
+/// Several databases in one process, one replicated to a directory and one to the S3
+/// server: /readyz turns 200, each has its own metrics series, and both restore equal
+/// to their sources.
+#[tokio::test(flavor = "multi_thread")]
+async fn two_databases_in_one_process() {
+    let tb = TestBucket::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.db"), dir.path().join("b.db"));
+    let root = dir.path().join("replica-a");
+    for db in [&a, &b] {
+        finish_load(load(db, &["--rate", "50", "--duration", "0.2"]));
+    }
+    let cfg = write_config_with(dir.path(), &b, Target::S3(&tb.config), "");
+    let yml = std::fs::read_to_string(&cfg).unwrap().replacen(
+        "dbs:\n",
+        &format!(
+            "dbs:\n  - path: {}\n    monitor-interval: 100ms\n    replica:\n      sync-interval: 100ms\n      type: file\n      path: {}\n",
+            a.display(),
+            root.display()
+        ),
+        1,
+    );
+    std::fs::write(&cfg, yml).unwrap();
+    let rep = Replicator::start_ready(dir.path(), &["-config", s(&cfg)], None);
+    let (wa, wb) = (
+        load(&a, &["--rate", "100", "--duration", "2", "--writer", "1"]),
+        load(&b, &["--rate", "100", "--duration", "2", "--writer", "2"]),
+    );
+    let (na, nb) = (finish_load(wa), finish_load(wb));
+    assert!(na > 100 && nb > 100, "{na} {nb}");
+    let (_, metrics) = rep.get("/metrics").unwrap();
+    for db in [&a, &b] {
+        let series = format!("litestream_txid{{db=\"{}\"}}", db.display());
+        assert!(metrics.contains(&series), "no {series} in\n{metrics}");
+    }
+    let log = rep.log_text();
+    assert!(rep.stop().success(), "{log}");
+    assert_restores_equal(dir.path(), &format!("file://{}", root.display()), None, &a);
+    assert_restores_equal(dir.path(), &tb.url(), Some(&tb.config), &b);
+}
