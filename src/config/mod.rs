@@ -18,6 +18,7 @@ use serde_yaml_ng::Value;
 pub use expand::{env_lookup, expand};
 pub use units::{parse_bytes, parse_go_duration};
 
+use crate::replica::sse::{SSE_C_ALGORITHM, Sse};
 use crate::replica::url::{DEFAULT_PART_SIZE, ensure_endpoint_scheme};
 use crate::replica::{ReplicaUrl, S3Config};
 use raw::{Extra, RawConfig, RawDb, RawReplica};
@@ -462,8 +463,51 @@ fn overlay_s3(c: &mut S3Config, r: &RawReplica) -> Result<(), String> {
             return Err("part-size must be at least 5MiB".into());
         }
     }
+    c.sse = sse(r, c.endpoint.as_deref())?;
     apply_s3_env(c);
     Ok(())
+}
+
+/// The server-side encryption keys of a replica section (spec 5.4).
+fn sse(r: &RawReplica, endpoint: Option<&str>) -> Result<Option<Sse>, String> {
+    let customer = match (&r.sse_customer_key, &r.sse_customer_key_path) {
+        (Some(_), Some(_)) => {
+            return Err("sse-customer-key and sse-customer-key-path are mutually exclusive".into());
+        }
+        (Some(k), None) => Some(Sse::customer_from_base64(k)?),
+        (None, Some(p)) => Some(Sse::customer_from_file(&expand_tilde(p))?),
+        (None, None) => None,
+    };
+    if let Some(alg) = &r.sse_customer_algorithm
+        && alg != SSE_C_ALGORITHM
+    {
+        return Err(format!(
+            "sse-customer-algorithm {alg:?} is not supported: S3 knows only {SSE_C_ALGORITHM}"
+        ));
+    }
+    match (customer, &r.sse_kms_key_id) {
+        (Some(_), Some(_)) => Err(
+            "SSE-C (sse-customer-key) and SSE-KMS (sse-kms-key-id) are mutually exclusive".into(),
+        ),
+        (Some(c), None) => {
+            if let Some(ep) = endpoint
+                && ep.starts_with("http://")
+                && !crate::replica::url::is_private_endpoint(ep)
+            {
+                return Err(format!(
+                    "SSE-C sends the encryption key with every request: use an https:// endpoint (not {ep})"
+                ));
+            }
+            Ok(Some(c))
+        }
+        (None, Some(id)) => Ok(Some(Sse::Kms {
+            key_id: (!id.is_empty()).then(|| id.clone()),
+        })),
+        (None, None) if r.sse_customer_algorithm.is_some() => Err(
+            "sse-customer-algorithm is set but no sse-customer-key or sse-customer-key-path".into(),
+        ),
+        (None, None) => Ok(None),
+    }
 }
 
 /// Environment fallbacks for an S3 replica: `LITESTREAM_ACCESS_KEY_ID` and

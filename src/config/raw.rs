@@ -101,6 +101,10 @@ pub struct RawReplica {
     pub max_sync_ltx_files: Option<u64>,
     pub part_size: Option<Value>,
     pub storage_class: Option<String>,
+    pub sse_customer_algorithm: Option<String>,
+    pub sse_customer_key: Option<String>,
+    pub sse_customer_key_path: Option<String>,
+    pub sse_kms_key_id: Option<String>,
     pub auto_recover: Option<bool>,
     pub age: Option<Value>,
     // Accepted for compatibility; no effect in liteship.
@@ -132,6 +136,10 @@ impl RawReplica {
             max_sync_ltx_files,
             part_size,
             storage_class,
+            sse_customer_algorithm,
+            sse_customer_key,
+            sse_customer_key_path,
+            sse_kms_key_id,
             auto_recover
         );
         self

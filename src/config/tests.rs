@@ -137,3 +137,67 @@ fn url_replica_with_keys() {
         "secret not in Debug output"
     );
 }
+
+fn s3_with(extra: &str) -> Result<Config, String> {
+    Config::parse(&format!(
+        "dbs:\n  - path: /d.db\n    replica:\n      type: s3\n      bucket: b\n      endpoint: https://s3.example.com\n{extra}"
+    ))
+}
+
+fn sse_of(c: &Config) -> Option<crate::replica::sse::Sse> {
+    match &c.dbs[0].replica.url {
+        ReplicaUrl::S3(s) => s.sse.clone(),
+        other => panic!("not s3: {other:?}"),
+    }
+}
+
+#[test]
+fn server_side_encryption_keys() {
+    use crate::replica::sse::Sse;
+    let key = aws_smithy_types::base64::encode([1u8; 32]);
+    let c = s3_with(&format!(
+        "      sse-customer-algorithm: AES256\n      sse-customer-key: {key}\n"
+    ))
+    .unwrap();
+    assert_eq!(sse_of(&c), Some(Sse::customer(&[1u8; 32]).unwrap()));
+    let kms = s3_with("      sse-kms-key-id: arn:aws:kms:eu-west-1:1:key/k\n").unwrap();
+    assert_eq!(
+        sse_of(&kms),
+        Some(Sse::Kms {
+            key_id: Some("arn:aws:kms:eu-west-1:1:key/k".into())
+        })
+    );
+    assert_eq!(sse_of(&s3_with("").unwrap()), None);
+    for (extra, want) in [
+        (
+            format!("      sse-customer-key: {key}\n      sse-kms-key-id: k\n"),
+            "mutually exclusive",
+        ),
+        (
+            format!("      sse-customer-key: {key}\n      sse-customer-key-path: /k\n"),
+            "mutually exclusive",
+        ),
+        (
+            format!("      sse-customer-algorithm: AES128\n      sse-customer-key: {key}\n"),
+            "AES256",
+        ),
+        (
+            "      sse-customer-algorithm: AES256\n".into(),
+            "no sse-customer-key",
+        ),
+        ("      sse-customer-key: c2hvcnQ=\n".into(), "32 bytes"),
+    ] {
+        let err = s3_with(&extra).unwrap_err();
+        assert!(err.contains(want), "{extra}: {err}");
+        assert!(!err.contains(&key), "the key leaked into: {err}");
+    }
+    let plain_http = Config::parse(&format!(
+        "dbs:\n  - path: /d.db\n    replica:\n      type: s3\n      bucket: b\n      endpoint: http://s3.example.com\n      sse-customer-key: {key}\n"
+    ))
+    .unwrap_err();
+    assert!(plain_http.contains("https://"), "{plain_http}");
+    let loopback = Config::parse(&format!(
+        "dbs:\n  - path: /d.db\n    replica:\n      type: s3\n      bucket: b\n      endpoint: http://127.0.0.1:9000\n      sse-customer-key: {key}\n"
+    ));
+    assert!(loopback.is_ok(), "{loopback:?}");
+}

@@ -12,6 +12,7 @@
 mod error;
 pub mod file;
 pub mod s3;
+pub mod sse;
 pub mod url;
 
 use std::path::PathBuf;

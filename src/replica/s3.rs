@@ -18,10 +18,13 @@ use aws_sdk_s3::config::{
 };
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
-use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier};
+use aws_sdk_s3::types::{
+    CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier, ServerSideEncryption,
+};
 use aws_smithy_http_client::tls;
 use tokio::io::AsyncReadExt;
 
+use super::sse::Sse;
 use super::url::go_clean;
 use super::{Body, ByteReader, LtxFileInfo, RawEntry, ReplicaClient, S3Config, StorageError};
 use crate::ltx::{format_file_name, parse_file_name};
@@ -66,6 +69,7 @@ pub struct S3Replica {
     endpoint: String,
     part_size: u64,
     storage_class: Option<String>,
+    sse: Option<Sse>,
 }
 
 impl S3Replica {
@@ -123,7 +127,21 @@ impl S3Replica {
             endpoint,
             part_size: cfg.part_size,
             storage_class: cfg.storage_class.clone(),
+            sse: cfg.sse.clone(),
         })
+    }
+
+    /// SSE-C request fields (algorithm, key, key MD5), or `None`s.
+    fn sse_c(&self) -> (Option<String>, Option<String>, Option<String>) {
+        Sse::customer_fields(self.sse.as_ref())
+    }
+
+    /// SSE-KMS request fields (`aws:kms`, key id), or `None`s.
+    fn sse_kms(&self) -> (Option<ServerSideEncryption>, Option<String>) {
+        match &self.sse {
+            Some(Sse::Kms { key_id }) => (Some(ServerSideEncryption::AwsKms), key_id.clone()),
+            _ => (None, None),
+        }
     }
 
     fn level_prefix(&self, level: u8) -> String {
@@ -148,6 +166,18 @@ impl S3Replica {
                 let status = se.raw().status().as_u16();
                 let code = se.err().code().unwrap_or("");
                 let message = se.err().message().unwrap_or("").to_string();
+                let lower = message.to_ascii_lowercase();
+                if (status == 400 || status == 403)
+                    && (lower.contains("encrypt") || lower.contains("sse-c"))
+                {
+                    return StorageError::Other {
+                        op,
+                        key: key.into(),
+                        message: format!(
+                            "{code} {message} (HTTP {status}); the object is encrypted with SSE-C: set sse-customer-key (or sse-customer-key-path) in the replica's config to the key it was written with"
+                        ),
+                    };
+                }
                 match code {
                     "NoSuchKey" => StorageError::NotFound { key: key.into() },
                     "NoSuchBucket" => self.no_such_bucket(),
@@ -202,6 +232,8 @@ impl S3Replica {
         len: u64,
         ts: &str,
     ) -> Result<(), StorageError> {
+        let (c_alg, c_key, c_md5) = self.sse_c();
+        let (kms, kms_key) = self.sse_kms();
         self.client
             .put_object()
             .bucket(&self.bucket)
@@ -209,6 +241,11 @@ impl S3Replica {
             .content_length(len as i64)
             .metadata(TIMESTAMP_METADATA, ts)
             .set_storage_class(self.storage_class.as_deref().map(Into::into))
+            .set_sse_customer_algorithm(c_alg)
+            .set_sse_customer_key(c_key)
+            .set_sse_customer_key_md5(c_md5)
+            .set_server_side_encryption(kms)
+            .set_ssekms_key_id(kms_key)
             .body(body)
             .send()
             .await
@@ -222,6 +259,8 @@ impl S3Replica {
         path: &std::path::Path,
         ts: &str,
     ) -> Result<(), StorageError> {
+        let (c_alg, c_key, c_md5) = self.sse_c();
+        let (kms, kms_key) = self.sse_kms();
         let created = self
             .client
             .create_multipart_upload()
@@ -229,6 +268,11 @@ impl S3Replica {
             .key(key)
             .metadata(TIMESTAMP_METADATA, ts)
             .set_storage_class(self.storage_class.as_deref().map(Into::into))
+            .set_sse_customer_algorithm(c_alg)
+            .set_sse_customer_key(c_key)
+            .set_sse_customer_key_md5(c_md5)
+            .set_server_side_encryption(kms)
+            .set_ssekms_key_id(kms_key)
             .send()
             .await
             .map_err(|e| self.map_err("create multipart upload", key, e))?;
@@ -289,6 +333,7 @@ impl S3Replica {
                 break;
             }
             let last = (buf.len() as u64) < self.part_size;
+            let (c_alg, c_key, c_md5) = self.sse_c();
             let out = self
                 .client
                 .upload_part()
@@ -296,6 +341,9 @@ impl S3Replica {
                 .key(key)
                 .upload_id(upload_id)
                 .part_number(number)
+                .set_sse_customer_algorithm(c_alg)
+                .set_sse_customer_key(c_key)
+                .set_sse_customer_key_md5(c_md5)
                 .body(ByteStream::from(buf))
                 .send()
                 .await
@@ -422,12 +470,16 @@ impl ReplicaClient for S3Replica {
             Some(n) => format!("bytes={offset}-{}", offset + n - 1),
             None => format!("bytes={offset}-"),
         };
+        let (c_alg, c_key, c_md5) = self.sse_c();
         let out = self
             .client
             .get_object()
             .bucket(&self.bucket)
             .key(&key)
             .range(range)
+            .set_sse_customer_algorithm(c_alg)
+            .set_sse_customer_key(c_key)
+            .set_sse_customer_key_md5(c_md5)
             .send()
             .await
             .map_err(|e| self.map_err("get", &key, e))?;
@@ -534,11 +586,15 @@ impl ReplicaClient for S3Replica {
         max_txid: u64,
     ) -> Result<SystemTime, StorageError> {
         let key = self.object_key(level, min_txid, max_txid);
+        let (c_alg, c_key, c_md5) = self.sse_c();
         let out = self
             .client
             .head_object()
             .bucket(&self.bucket)
             .key(&key)
+            .set_sse_customer_algorithm(c_alg)
+            .set_sse_customer_key(c_key)
+            .set_sse_customer_key_md5(c_md5)
             .send()
             .await
             .map_err(|e| self.map_err("head", &key, e))?;

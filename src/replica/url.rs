@@ -8,6 +8,9 @@ pub const DEFAULT_PART_SIZE: u64 = 5 * 1024 * 1024;
 
 /// A parsed replica location.
 #[derive(Debug, Clone, PartialEq, Eq)]
+// Built once per replica at start-up; the size difference between the variants is of no
+// consequence.
+#[allow(clippy::large_enum_variant)]
 pub enum ReplicaUrl {
     File { path: std::path::PathBuf },
     S3(S3Config),
@@ -30,6 +33,8 @@ pub struct S3Config {
     pub skip_verify: bool,
     /// PEM bundle of extra trusted CAs (`AWS_CA_BUNDLE`), for endpoints with a private CA.
     pub ca_bundle: Option<std::path::PathBuf>,
+    /// Server-side encryption (SSE-C or SSE-KMS); `None` leaves it to the bucket.
+    pub sse: Option<super::sse::Sse>,
 }
 
 impl Default for S3Config {
@@ -46,6 +51,7 @@ impl Default for S3Config {
             storage_class: None,
             skip_verify: false,
             ca_bundle: None,
+            sse: None,
         }
     }
 }
@@ -64,6 +70,7 @@ impl fmt::Debug for S3Config {
                 &self.secret_access_key.as_ref().map(|_| "<redacted>"),
             )
             .field("part_size", &self.part_size)
+            .field("sse", &self.sse)
             .finish()
     }
 }
@@ -191,18 +198,27 @@ pub fn ensure_endpoint_scheme(endpoint: &str) -> String {
     if endpoint.starts_with("http://") || endpoint.starts_with("https://") {
         return endpoint.to_string();
     }
-    let host = endpoint.split(['/', ':']).next().unwrap_or("");
-    let local = host == "localhost"
-        || host.ends_with(".local")
-        || host
-            .parse::<std::net::Ipv4Addr>()
-            .is_ok_and(|ip| ip.is_loopback() || ip.is_private())
-        || endpoint.starts_with("[::1]");
-    if local {
+    if is_private_endpoint(endpoint) {
         format!("http://{endpoint}")
     } else {
         format!("https://{endpoint}")
     }
+}
+
+/// Whether an endpoint (with or without scheme) is on this host or a private network:
+/// localhost, `*.local`, a loopback or RFC 1918 IPv4 address, or `[::1]`.
+pub fn is_private_endpoint(endpoint: &str) -> bool {
+    let rest = endpoint
+        .strip_prefix("http://")
+        .or_else(|| endpoint.strip_prefix("https://"))
+        .unwrap_or(endpoint);
+    let host = rest.split(['/', ':']).next().unwrap_or("");
+    host == "localhost"
+        || host.ends_with(".local")
+        || host
+            .parse::<std::net::Ipv4Addr>()
+            .is_ok_and(|ip| ip.is_loopback() || ip.is_private())
+        || rest.starts_with("[::1]")
 }
 
 fn parse_bool(key: &str, v: &str) -> Result<bool, String> {

@@ -536,3 +536,44 @@ async fn two_databases_in_one_process() {
     assert_restores_equal(dir.path(), &format!("file://{}", root.display()), None, &a);
     assert_restores_equal(dir.path(), &tb.url(), Some(&tb.config), &b);
 }
+
+/// SSE-C end to end: replicated with `sse-customer-key`, restored with the same config to
+/// the source's content; a restore without the key fails with a hint instead of data.
+#[tokio::test(flavor = "multi_thread")]
+async fn sse_c_replica_round_trip() {
+    let tb = TestBucket::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    finish_load(load(&db, &["--rate", "50", "--duration", "0.2"]));
+    let cfg = write_config_with(dir.path(), &db, Target::S3(&tb.config), "");
+    let key = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="; // 32 bytes
+    let mut yml = std::fs::read_to_string(&cfg).unwrap();
+    yml.push_str(&format!(
+        "      sse-customer-algorithm: AES256\n      sse-customer-key: {key}\n"
+    ));
+    std::fs::write(&cfg, yml).unwrap();
+    let rep = Replicator::start_ready(dir.path(), &["-config", s(&cfg)], None);
+    finish_load(load(
+        &db,
+        &["--rate", "100", "--duration", "1", "--writer", "2"],
+    ));
+    assert!(rep.stop().success());
+    let out = dir.path().join("out.db");
+    let r = restore(&["-config", s(&cfg), "-o", s(&out), s(&db)], None);
+    assert!(r.status.success(), "{}", text(&r));
+    let want = crate::support::replicator::content_hash(&db);
+    assert_eq!(crate::support::replicator::content_hash(&out), want);
+    // Litestream 0.5.17 reads the same SSE-C replica with the same config.
+    let theirs = dir.path().join("theirs.db");
+    let ls = crate::support::oracle::Litestream::v0_5_17();
+    let r = ls.restore(&["-config", s(&cfg), "-o", s(&theirs), s(&db)], None);
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    assert_eq!(crate::support::replicator::content_hash(&theirs), want);
+    let out2 = dir.path().join("out2.db");
+    let r = restore(&["-o", s(&out2), &tb.url()], Some(&tb.config));
+    assert_eq!(r.status.code(), Some(1), "{}", text(&r));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(err.contains("sse-customer-key"), "no hint: {err}");
+    assert!(!err.contains(key), "key leaked: {err}");
+    assert!(!out2.exists());
+}
