@@ -143,7 +143,7 @@ impl FileError {
 }
 
 /// A page that no file may hold: the lock page, or one above the file's Commit.
-pub(crate) fn invalid_page(h: &Header, pgno: u32) -> Option<String> {
+fn invalid_page(h: &Header, pgno: u32) -> Option<String> {
     let lock = lock_page(h.page_size);
     (pgno > h.commit || pgno == lock).then(|| {
         format!(
@@ -256,11 +256,14 @@ impl Merge {
         self.limit = self.limit.min(h.commit);
     }
 
-    /// After a file `h` was decoded in parallel ranges against a copy of this state: it
-    /// wrote every one of its pages that [`Merge::skips`] did not skip.
-    pub fn file_applied(&mut self, h: &Header, pages: impl Iterator<Item = u32>) {
-        for pgno in pages {
-            self.claim(pgno);
+    /// After a complete snapshot `h` was decoded in parallel: it wrote every page up to its
+    /// Commit that [`Merge::skips`] did not skip.
+    pub fn snapshot_applied(&mut self, h: &Header) {
+        let lock = lock_page(h.page_size);
+        for pgno in 1..=h.commit.min(self.limit) {
+            if pgno != lock {
+                self.claim(pgno);
+            }
         }
         self.end_file(h);
     }

@@ -286,42 +286,34 @@ async fn write_and_publish(
         .collect();
     apply::check_chain(&files, &keys)?;
     let file = Arc::new(file);
-    // Newest first, so that every page is written once (see `apply`). Large files are
-    // decoded in parallel ranges; runs of smaller ones go through one ordered stream.
-    let newest_first: Vec<LtxFileInfo> = files.iter().rev().cloned().collect();
-    let keys: Vec<String> = keys.into_iter().rev().collect();
-    let indexed = |f: &LtxFileInfo| opts.parallelism > 1 && f.size >= parallel::PARALLEL_MIN_SIZE;
+    let parallel_snapshot = files[0].min_txid == 1
+        && files[0].size >= parallel::PARALLEL_MIN_SIZE
+        && opts.parallelism > 1;
+    let skip = usize::from(parallel_snapshot);
+    // Newest first, so that every page is written once (see `apply`); a large snapshot
+    // comes last, decoded in parallel ranges.
+    let newest_first: Vec<LtxFileInfo> = files[skip..].iter().rev().cloned().collect();
+    let keys: Vec<String> = keys[skip..].iter().rev().cloned().collect();
     let progress = progress::Progress::new(files.iter().map(|f| f.size).sum(), files.len());
     let ticker = progress::Ticker::start(progress.clone(), opts.progress);
-    let mut merge = apply::Merge::default();
-    let mut i = 0;
-    while i < newest_first.len() {
-        let phase = Instant::now();
-        let f = &newest_first[i];
-        if indexed(f) {
-            let (par, out) = (opts.parallelism, file.clone());
-            parallel::apply_indexed(client.clone(), f, out, par, &mut merge, &progress).await?;
-            progress.file_done();
-            tracing::debug!(key = %keys[i], elapsed_ms = phase.elapsed().as_millis() as u64, "file applied in parallel ranges");
-            i += 1;
-            continue;
-        }
-        let end = (i..newest_first.len())
-            .find(|&j| indexed(&newest_first[j]))
-            .unwrap_or(newest_first.len());
-        let run = StreamRun {
-            files: newest_first[i..end].to_vec(),
-            keys: keys[i..end].to_vec(),
-            out: file.clone(),
-            progress: progress.clone(),
-        };
-        merge = apply_streamed(client.clone(), opts, run, merge).await?;
+    let phase = Instant::now();
+    let streamed = (newest_first, keys, file.clone(), progress.clone());
+    let mut merge = apply_streamed(client.clone(), opts, streamed).await?;
+    tracing::debug!(
+        files = files.len() - skip,
+        elapsed_ms = phase.elapsed().as_millis() as u64,
+        "incremental files applied"
+    );
+    let phase = Instant::now();
+    if parallel_snapshot {
+        let par = opts.parallelism;
+        let out = file.clone();
+        parallel::apply_snapshot(client, &files[0], out, par, &mut merge, &progress).await?;
+        progress.file_done();
         tracing::debug!(
-            files = end - i,
             elapsed_ms = phase.elapsed().as_millis() as u64,
-            "files applied as a stream"
+            "snapshot applied in parallel ranges"
         );
-        i = end;
     }
     drop(ticker);
     let applied = merge.finish()?;
@@ -338,31 +330,22 @@ async fn write_and_publish(
     Ok(applied)
 }
 
-/// Consecutive files (newest first) applied through one ordered stream.
-struct StreamRun {
-    files: Vec<LtxFileInfo>,
-    keys: Vec<String>,
-    out: Arc<std::fs::File>,
-    progress: Arc<progress::Progress>,
-}
-
-/// Downloads the run's files as one ordered stream of ranged chunks and applies them in
-/// that order on a blocking thread, continuing `merge`.
+/// Downloads `files` as one ordered stream of ranged chunks and applies them in that order
+/// (newest first) on a blocking thread.
 async fn apply_streamed(
     client: Arc<dyn ReplicaClient>,
     opts: &RestoreOptions,
-    run: StreamRun,
-    mut merge: apply::Merge,
+    (files, keys, out, progress): (
+        Vec<LtxFileInfo>,
+        Vec<String>,
+        Arc<std::fs::File>,
+        Arc<progress::Progress>,
+    ),
 ) -> Result<apply::Merge, RestoreError> {
-    let StreamRun {
-        files,
-        keys,
-        out,
-        progress,
-    } = run;
     let specs = fetch::chunk_specs(&files, opts.chunk_size);
     let mut rx = fetch::spawn_fetcher(client, specs, opts.parallelism);
     tokio::task::spawn_blocking(move || -> Result<_, RestoreError> {
+        let mut merge = apply::Merge::default();
         let mut done = 0;
         let mut file_done = |_, bytes: u64| {
             progress.add_bytes(bytes - done);

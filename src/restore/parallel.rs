@@ -1,8 +1,7 @@
-//! Parallel decoding of one large file (a snapshot, or a level-0 file of a young replica:
-//! together most of a restore's bytes). The page index at the file's end gives every
-//! frame's offset, so the page block is split at frame boundaries into a few long ranges,
-//! each streamed by one ranged GET and decoded on its own thread, pages written straight to
-//! their offsets. Each range
+//! Parallel decoding of one large snapshot file (the first file of most restores, and most
+//! of their bytes). The page index at the file's end gives every frame's offset, so the page
+//! block is split at frame boundaries into a few long ranges, each streamed by one ranged
+//! GET and decoded on its own thread, pages written straight to their offsets. Each range
 //! is checksummed separately and the CRCs are combined, so the file checksum is still
 //! verified over every byte before the output can appear.
 //!
@@ -16,7 +15,7 @@ use std::sync::Arc;
 use tokio::io::AsyncReadExt;
 
 use super::RestoreError;
-use super::apply::{Merge, PageWriter, invalid_page};
+use super::apply::{Merge, PageWriter};
 use super::progress::Progress;
 use crate::ltx::{
     CHECKSUM_FLAG, Decoder, HEADER_SIZE, Header, INDEX_LEN_SIZE, IndexEntry, PAGE_HEADER_SIZE,
@@ -31,6 +30,12 @@ pub const PARALLEL_MIN_SIZE: u64 = 16 * 1024 * 1024;
 const MIN_RANGE: u64 = 8 * 1024 * 1024;
 /// Read buffer per range.
 const RANGE_BUFFER: usize = 256 * 1024;
+
+/// What the parallel decode established about the snapshot.
+#[derive(Debug, Clone, Copy)]
+pub struct Snapshot {
+    pub header: Header,
+}
 
 async fn get(
     client: &dyn ReplicaClient,
@@ -48,17 +53,17 @@ async fn get(
     Ok(buf)
 }
 
-/// Decodes the file `f` into `out` with up to `parallelism` ranges, after the newer files
-/// of the plan: pages that `merge` says newer files wrote (or cut off) are verified but not
-/// written; then `merge` records the file.
-pub async fn apply_indexed(
+/// Decodes the snapshot `f` into `out` with up to `parallelism` ranges. It is the oldest
+/// file of the plan, applied last: pages that `merge` says newer files wrote (or cut off)
+/// are verified but not written.
+pub async fn apply_snapshot(
     client: Arc<dyn ReplicaClient>,
     f: &LtxFileInfo,
     out: Arc<File>,
     parallelism: usize,
     merge: &mut Merge,
     progress: &Arc<Progress>,
-) -> Result<Header, RestoreError> {
+) -> Result<Snapshot, RestoreError> {
     let key = client.key(f.level, f.min_txid, f.max_txid);
     let corrupt = |reason: String| RestoreError::Corrupt {
         key: key.clone(),
@@ -78,7 +83,7 @@ pub async fn apply_indexed(
             .map_err(|_| corrupt("short header".into()))?,
     )
     .map_err(|e| corrupt(e.to_string()))?;
-    if (header.min_txid, header.max_txid) != (f.min_txid, f.max_txid) {
+    if (header.min_txid, header.max_txid) != (f.min_txid, f.max_txid) || !header.is_snapshot() {
         return Err(corrupt("header txids differ from the file name".into()));
     }
     merge.begin_file(f, &header).map_err(corrupt)?;
@@ -90,17 +95,7 @@ pub async fn apply_indexed(
         .ok_or_else(|| corrupt("page index longer than the file".into()))?;
     let index = get(client.as_ref(), f, index_start, index_len).await?;
     let entries = parse_index(&index, f.size).map_err(|e| corrupt(e.to_string()))?;
-    if let Some(w) = entries.windows(2).find(|w| w[1].pgno <= w[0].pgno) {
-        return Err(corrupt(format!(
-            "page index is not ascending: page {} follows page {}",
-            w[1].pgno, w[0].pgno
-        )));
-    }
-    if header.is_snapshot() {
-        check_complete(&entries, &header).map_err(corrupt)?;
-    } else if let Some(reason) = entries.iter().find_map(|e| invalid_page(&header, e.pgno)) {
-        return Err(corrupt(reason));
-    }
+    check_complete(&entries, &header).map_err(corrupt)?;
     let ranges = split(&entries, parallelism);
     let mut tasks = Vec::new();
     for r in ranges {
@@ -139,8 +134,8 @@ pub async fn apply_indexed(
             "post-apply checksum must be zero when NoChecksum is set".into(),
         ));
     }
-    merge.file_applied(&header, entries.iter().map(|e| e.pgno));
-    Ok(header)
+    merge.snapshot_applied(&header);
+    Ok(Snapshot { header })
 }
 
 /// A snapshot holds exactly the pages `1..=commit` but the lock page.
