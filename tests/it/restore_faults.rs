@@ -99,15 +99,11 @@ async fn endless_drops_fail_cleanly() {
     assert!(!liteship::replica::file::tmp_path(&out).exists());
 }
 
-/// A replica whose snapshot is large enough for the parallel path: 6000 random pages
-/// (24 MiB, incompressible) and five incremental files.
-async fn big_replica(root: &std::path::Path) -> FileReplica {
-    let c = FileReplica::new(root);
-    let (ps, commit) = (4096u32, 6000u32);
-    let mut enc = Encoder::new(Vec::new(), Header::new(ps, commit, 1, 1, 1000)).unwrap();
-    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-    let mut page = vec![0u8; ps as usize];
-    for p in 1..=commit {
+/// Encodes `pages` of random content (from `seed`) as one file.
+fn random_file(h: Header, pages: impl Iterator<Item = u32>, mut seed: u64) -> Vec<u8> {
+    let mut enc = Encoder::new(Vec::new(), h).unwrap();
+    let mut page = vec![0u8; h.page_size as usize];
+    for p in pages {
         for b in page.chunks_mut(8) {
             seed ^= seed << 13;
             seed ^= seed >> 7;
@@ -116,8 +112,19 @@ async fn big_replica(root: &std::path::Path) -> FileReplica {
         }
         enc.write_page(p, &page).unwrap();
     }
-    let (bytes, _) = enc.finish().unwrap();
-    assert!(bytes.len() as u64 >= liteship::restore::parallel::PARALLEL_MIN_SIZE);
+    enc.finish().unwrap().0
+}
+
+/// A replica whose snapshot is large enough for the parallel path (6000 pages, 24 MiB,
+/// incompressible), then five small level-0 files, a large one rewriting pages 1..=4500, a
+/// small one, and a large one rewriting 1000..=6001 (newest-first application must still
+/// equal the sequential restore).
+async fn big_replica(root: &std::path::Path) -> FileReplica {
+    let c = FileReplica::new(root);
+    let (ps, commit) = (4096u32, 6000u32);
+    let min = liteship::restore::parallel::PARALLEL_MIN_SIZE;
+    let bytes = random_file(Header::new(ps, commit, 1, 1, 1000), 1..=commit, 0x9e37_79b9);
+    assert!(bytes.len() as u64 >= min);
     c.write(9, 1, 1, Body::Bytes(bytes.into()), 1000)
         .await
         .unwrap();
@@ -136,11 +143,21 @@ async fn big_replica(root: &std::path::Path) -> FileReplica {
             .await
             .unwrap();
     }
+    let header = |tx: u64| Header::new(ps, commit + 1, tx, tx, 1000 + tx as i64);
+    let large7 = random_file(header(7), 1..=4500, 7);
+    let small8 = random_file(header(8), [10, 2000].into_iter(), 8);
+    let large9 = random_file(header(9), 1000..=commit + 1, 9);
+    assert!(large7.len() as u64 >= min && large9.len() as u64 >= min);
+    for (tx, bytes) in [(7, large7), (8, small8), (9, large9)] {
+        c.write(0, tx, tx, Body::Bytes(bytes.into()), 1000 + tx as i64)
+            .await
+            .unwrap();
+    }
     c
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn parallel_snapshot_decode_equals_sequential_and_resumes() {
+async fn parallel_decode_equals_sequential_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let base = big_replica(&dir.path().join("r")).await;
     let seq = dir.path().join("seq.db");
@@ -156,7 +173,7 @@ async fn parallel_snapshot_decode_equals_sequential_and_resumes() {
     let Outcome::Restored(r) = restore(client, &opts(&par, 4)).await.unwrap() else {
         panic!()
     };
-    assert_eq!(r.txid, 6);
+    assert_eq!(r.txid, 9);
     assert!(
         std::fs::read(&par).unwrap() == std::fs::read(&seq).unwrap(),
         "parallel decode differs"
@@ -174,21 +191,23 @@ async fn parallel_snapshot_decode_equals_sequential_and_resumes() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn corrupt_large_snapshot_is_detected_in_parallel_decode() {
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("r");
-    let base = big_replica(&root).await;
-    let snap = root.join("ltx/9/0000000000000001-0000000000000001.ltx");
-    let mut bytes = std::fs::read(&snap).unwrap();
-    let mid = bytes.len() / 2;
-    bytes[mid] ^= 0x01;
-    std::fs::write(&snap, &bytes).unwrap();
-    let out = dir.path().join("bad.db");
-    let err = restore(Arc::new(base), &opts(&out, 4)).await.unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("0000000000000001-0000000000000001.ltx"),
-        "{err}"
-    );
-    assert!(!out.exists() && !liteship::replica::file::tmp_path(&out).exists());
+async fn corrupt_large_files_are_detected_in_parallel_decode() {
+    for name in [
+        "ltx/9/0000000000000001-0000000000000001.ltx",
+        "ltx/0/0000000000000007-0000000000000007.ltx",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("r");
+        let base = big_replica(&root).await;
+        let victim = root.join(name);
+        let mut bytes = std::fs::read(&victim).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 0x01;
+        std::fs::write(&victim, &bytes).unwrap();
+        let out = dir.path().join("bad.db");
+        let err = restore(Arc::new(base), &opts(&out, 4)).await.unwrap_err();
+        let file_name = name.rsplit('/').next().unwrap();
+        assert!(err.to_string().contains(file_name), "{err}");
+        assert!(!out.exists() && !liteship::replica::file::tmp_path(&out).exists());
+    }
 }
