@@ -63,18 +63,7 @@ pub async fn run(args: ReplicateArgs) -> anyhow::Result<ExitCode> {
             client,
         });
     }
-    let globals = Globals {
-        levels: cfg.levels.clone(),
-        snapshot_interval: cfg.snapshot_interval,
-        snapshot_retention: cfg.snapshot_retention,
-        l0_retention: cfg.l0_retention,
-        l0_retention_check_interval: cfg.l0_retention_check_interval,
-        retention_enabled: cfg.retention_enabled,
-        shutdown_sync_timeout: cfg.shutdown_sync_timeout,
-        shutdown_sync_interval: cfg.shutdown_sync_interval,
-        staging_limit,
-        allow_new_history: args.allow_new_history,
-    };
+    let globals = Globals::from_config(&cfg, staging_limit, args.allow_new_history);
     let opts = RunOptions {
         addr: args.addr.clone().or(cfg.addr.clone()),
         exec: args.exec.clone().or(cfg.exec.clone()),

@@ -38,6 +38,28 @@ pub struct Globals {
     pub allow_new_history: bool,
 }
 
+impl Globals {
+    /// The settings of a loaded config, plus the two that only the command line gives.
+    pub fn from_config(
+        cfg: &crate::config::Config,
+        staging_limit: u64,
+        allow_new_history: bool,
+    ) -> Self {
+        Globals {
+            levels: cfg.levels.clone(),
+            snapshot_interval: cfg.snapshot_interval,
+            snapshot_retention: cfg.snapshot_retention,
+            l0_retention: cfg.l0_retention,
+            l0_retention_check_interval: cfg.l0_retention_check_interval,
+            retention_enabled: cfg.retention_enabled,
+            shutdown_sync_timeout: cfg.shutdown_sync_timeout,
+            shutdown_sync_interval: cfg.shutdown_sync_interval,
+            staging_limit,
+            allow_new_history,
+        }
+    }
+}
+
 /// Shutdown signal: 0 running, 1 stop gracefully, 2 abort.
 pub type Shutdown = watch::Receiver<u8>;
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use liteship::config::DbConfig;
+use liteship::config::{Config, DbConfig};
 use liteship::db::Meta;
 use liteship::ltx::{Encoder, decode_all};
 use liteship::replica::file::FileReplica;
@@ -121,14 +121,10 @@ impl InProcess {
         let g = Globals {
             levels: vec![Duration::from_secs(1), Duration::from_secs(2)],
             snapshot_interval: Duration::from_secs(3600),
-            snapshot_retention: Duration::from_secs(24 * 3600),
-            l0_retention: Duration::from_secs(300),
             l0_retention_check_interval: Duration::from_secs(1),
-            retention_enabled: true,
             shutdown_sync_timeout: Duration::from_secs(10),
             shutdown_sync_interval: Duration::from_millis(200),
-            staging_limit: 1 << 30,
-            allow_new_history: false,
+            ..Globals::from_config(&Config::default(), 1 << 30, false)
         };
         let metrics = Arc::new(Metrics::new());
         let label = db.display().to_string();
