@@ -177,12 +177,12 @@ async fn file_backend_layout_and_mtime() {
     );
 }
 
-#[tokio::test]
-async fn s3_backend_conformance() {
-    let tb = TestBucket::new().await;
+/// The whole contract on `c`, an S3 replica over `tb`'s bucket (junk planted with a plain
+/// client), then the large and many-file cases.
+async fn s3_conformance(c: &dyn ReplicaClient, tb: &TestBucket) {
     let raw = raw_client(&tb.config).await;
     let bucket = tb.config.bucket.clone();
-    conformance(&tb.replica, async |name: &str| {
+    conformance(c, async |name: &str| {
         raw.put_object()
             .bucket(&bucket)
             .key(format!("db/0000/{name}"))
@@ -192,7 +192,13 @@ async fn s3_backend_conformance() {
             .unwrap();
     })
     .await;
-    large_and_many(&tb.replica).await;
+    large_and_many(c).await;
+}
+
+#[tokio::test]
+async fn s3_backend_conformance() {
+    let tb = TestBucket::new().await;
+    s3_conformance(&tb.replica, &tb).await;
 }
 
 #[tokio::test]
@@ -234,19 +240,7 @@ async fn s3_backend_with_sse_c() {
     let sse = liteship::replica::s3::S3Replica::new(&cfg, &tuning)
         .await
         .unwrap();
-    let raw = raw_client(&tb.config).await;
-    let bucket = tb.config.bucket.clone();
-    conformance(&sse, async |name: &str| {
-        raw.put_object()
-            .bucket(&bucket)
-            .key(format!("db/0000/{name}"))
-            .body(aws_sdk_s3::primitives::ByteStream::from_static(b"junk"))
-            .send()
-            .await
-            .unwrap();
-    })
-    .await;
-    large_and_many(&sse).await;
+    s3_conformance(&sse, &tb).await;
     let data = payload(1000, 3);
     put(&sse, 0, 7, 7, &data).await;
     assert_eq!(read_range(&sse, 7, 0, None).await, data.to_vec());
