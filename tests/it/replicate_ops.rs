@@ -4,12 +4,43 @@
 use std::time::{Duration, Instant};
 
 use crate::support::cli::{restore, s, text};
+use crate::support::garage::Garage;
 use crate::support::oracle::{Target, write_config_with};
 use crate::support::replicator::{
     Replicator, add_db_keys, assert_restores_equal, finish_load, load,
 };
-use crate::support::s3::{TestBucket, own_garage};
+use crate::support::s3::{S3Server, TestBucket, own_garage};
 use crate::support::sqlite::integrity_check;
+
+/// A seeded database (`seed`: load generator arguments) with a config (`global`: top-level
+/// keys) replicating to a bucket on a Garage server of the test's own, which the test may
+/// stop or whose requests it may count. Keep `_srv` alive for the test's duration.
+struct OwnS3 {
+    _srv: S3Server,
+    garage: Garage,
+    tb: TestBucket,
+    dir: tempfile::TempDir,
+    db: std::path::PathBuf,
+    cfg: std::path::PathBuf,
+}
+
+async fn own_s3_db(seed: &[&str], global: &str) -> OwnS3 {
+    let srv = own_garage();
+    let garage = srv.garage.clone().unwrap();
+    let tb = TestBucket::on(&srv).await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    finish_load(load(&db, seed));
+    let cfg = write_config_with(dir.path(), &db, Target::S3(&tb.config), global);
+    OwnS3 {
+        _srv: srv,
+        garage,
+        tb,
+        dir,
+        db,
+        cfg,
+    }
+}
 
 fn cpu_seconds(pid: i32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
@@ -27,18 +58,14 @@ fn cpu_seconds(pid: i32) -> f64 {
 /// to the S3 server and use under 1% of a CPU.
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_database_sends_no_requests() {
-    let srv = own_garage();
-    let garage = srv.garage.clone().unwrap();
-    let tb = TestBucket::on(&srv).await;
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    finish_load(load(&db, &["--rate", "100", "--duration", "0.3"]));
-    let cfg = write_config_with(
-        dir.path(),
-        &db,
-        Target::S3(&tb.config),
-        "levels:\n  - interval: 1s\n  - interval: 2s\nl0-retention: 1s\nl0-retention-check-interval: 1s\n",
-    );
+    let OwnS3 {
+        _srv,
+        garage,
+        tb: _,
+        dir,
+        db,
+        cfg,
+    } = own_s3_db(&["--rate", "100", "--duration", "0.3"], "levels:\n  - interval: 1s\n  - interval: 2s\nl0-retention: 1s\nl0-retention-check-interval: 1s\n").await;
     let rep = Replicator::start_ready(dir.path(), &["-config", s(&cfg)], None);
     finish_load(load(&db, &["--rate", "100", "--duration", "2"]));
     std::thread::sleep(Duration::from_secs(10)); // uploads, compactions, L0 retention settle
@@ -61,13 +88,14 @@ async fn idle_database_sends_no_requests() {
 /// backlog (more than 256 files) drains, nothing is lost.
 #[tokio::test(flavor = "multi_thread")]
 async fn s3_outage_under_load() {
-    let srv = own_garage();
-    let garage = srv.garage.clone().unwrap();
-    let tb = TestBucket::on(&srv).await;
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    finish_load(load(&db, &["--rate", "100", "--duration", "0.3"]));
-    let cfg = write_config_with(dir.path(), &db, Target::S3(&tb.config), "");
+    let OwnS3 {
+        _srv,
+        garage,
+        tb,
+        dir,
+        db,
+        cfg,
+    } = own_s3_db(&["--rate", "100", "--duration", "0.3"], "").await;
     let rep = Replicator::start_ready(dir.path(), &["-config", s(&cfg)], None);
     let writer = load(&db, &["--rate", "200", "--duration", "70", "--writer", "1"]);
     std::thread::sleep(Duration::from_secs(3));
@@ -230,13 +258,14 @@ fn own_checkpoints_need_no_full_images() {
 /// the exit status says the last changes did not reach the replica (spec 7 #27).
 #[tokio::test(flavor = "multi_thread")]
 async fn second_signal_aborts_the_final_upload() {
-    let srv = own_garage();
-    let garage = srv.garage.clone().unwrap();
-    let tb = TestBucket::on(&srv).await;
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    finish_load(load(&db, &["--rate", "10", "--duration", "0.1"]));
-    let cfg = write_config_with(dir.path(), &db, Target::S3(&tb.config), "");
+    let OwnS3 {
+        _srv,
+        garage,
+        tb: _,
+        dir,
+        db,
+        cfg,
+    } = own_s3_db(&["--rate", "10", "--duration", "0.1"], "").await;
     let rep = Replicator::start_ready(dir.path(), &["-config", s(&cfg)], None);
     garage.stop();
     finish_load(load(&db, &["--rate", "100", "--duration", "0.5"]));
@@ -433,13 +462,14 @@ fn disk_full_while_staging_recovers() {
 /// stays bounded, and after the outage nothing is lost.
 #[tokio::test(flavor = "multi_thread")]
 async fn staging_stays_bounded_while_the_bucket_is_unreachable() {
-    let srv = own_garage();
-    let garage = srv.garage.clone().unwrap();
-    let tb = TestBucket::on(&srv).await;
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("app.db");
-    finish_load(load(&db, &["--rate", "10", "--duration", "0.1"]));
-    let cfg = write_config_with(dir.path(), &db, Target::S3(&tb.config), "");
+    let OwnS3 {
+        _srv,
+        garage,
+        tb,
+        dir,
+        db,
+        cfg,
+    } = own_s3_db(&["--rate", "10", "--duration", "0.1"], "").await;
     let rep = Replicator::start_ready(
         dir.path(),
         &["-staging-limit", "300KB", "-config", s(&cfg)],
