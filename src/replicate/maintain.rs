@@ -24,20 +24,12 @@ impl DbReplicator {
         sched: &mut Schedule,
     ) -> anyhow::Result<()> {
         // Every job runs even when an earlier one failed (a compaction that keeps failing
-        // must not stop snapshots); the first error is returned. A failed job keeps its
-        // schedule, so it runs again on the next tick.
-        let mut first_err: Option<anyhow::Error> = None;
-        let mut note = |res: anyhow::Result<()>, what: &str| match res {
-            Ok(()) => true,
-            Err(e) => {
-                let e = e.context(what.to_string());
-                if first_err.is_none() {
-                    first_err = Some(e);
-                } else {
-                    tracing::debug!(error = %format!("{e:#}"), "maintenance error");
-                }
-                false
-            }
+        // must not stop snapshots); all failures are returned together. A failed job keeps
+        // its schedule, so it runs again on the next tick.
+        let mut failed: Vec<String> = Vec::new();
+        let mut note = |res: anyhow::Result<()>, what: &str| {
+            res.map_err(|e| failed.push(format!("{what}: {e:#}")))
+                .is_ok()
         };
         let now = SystemTime::now();
         sched.compacted.resize(self.g.levels.len(), None);
@@ -58,7 +50,9 @@ impl DbReplicator {
                     note(self.snapshot_retention(remote).await, "snapshot retention");
                 }
                 Ok(false) => {}
-                Err(e) => _ = note(Err(e), "snapshot"),
+                Err(e) => {
+                    note(Err(e), "snapshot");
+                }
             }
         }
         if sched
@@ -69,7 +63,11 @@ impl DbReplicator {
             note(self.l0_retention(remote).await, "level-0 retention");
         }
         self.remove_uploaded(remote);
-        first_err.map_or(Ok(()), Err)
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(anyhow::anyhow!(failed.join("; ")))
+        }
     }
 
     /// Compacts the files of `src` above `dst`'s newest TXID into one `dst` file.
