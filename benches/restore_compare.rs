@@ -97,14 +97,14 @@ async fn baseline(tb: &TestBucket, parallel: usize, out: &Path) -> Duration {
     let file = std::fs::File::create(out).unwrap();
     let mut written = 0u64;
     for f in &p.files {
-        let specs = liteship::restore::fetch::chunk_specs(
+        let specs = liteship::replica::read::chunk_specs(
             std::slice::from_ref(f),
             if parallel == 1 { u64::MAX } else { 2 << 20 },
         );
         use futures::StreamExt;
         let mut chunks = futures::stream::iter(specs)
             .map(|s| async move {
-                liteship::restore::fetch::fetch_chunk(
+                liteship::replica::read::fetch_chunk(
                     &tb.replica,
                     &s,
                     &liteship::retry::Backoff::RESUME,

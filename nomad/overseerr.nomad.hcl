@@ -179,7 +179,8 @@ job "overseerr" {
         sidecar = true
       }
 
-      # Longer than shutdown-sync-timeout (30 s): the final upload completes on stop.
+      # Longer than shutdown-sync-timeout (30 s): the final upload completes on stop and the
+      # writer lease is released, so the next allocation replicates without waiting.
       kill_timeout = "45s"
       kill_signal  = "SIGTERM"
 
@@ -199,6 +200,8 @@ job "overseerr" {
         error_on_missing_key = true
         data                 = <<-EOT
         shutdown-sync-timeout: 30s
+        # A crashed or lost allocation blocks its successor's uploads for at most this long.
+        lease-ttl: 30s
         dbs:
           - path: {{ env "NOMAD_ALLOC_DIR" }}/data/db/db.sqlite3
             replica:

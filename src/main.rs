@@ -1,16 +1,22 @@
 //! The `liteship` binary: parse arguments, set up logging and the runtime, dispatch, and turn
 //! any error into one `Error: …` line on stderr and exit status 1.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
 use liteship::cli::{Cli, Command, normalize_args};
-use tracing_subscriber::EnvFilter;
+use liteship::logging::{LogSettings, choose_level};
 
 fn main() -> ExitCode {
     let cli = Cli::parse_from(normalize_args(std::env::args_os()));
-    init_logging(&cli);
+    match log_settings(&cli) {
+        Ok(s) => liteship::logging::init(&s),
+        Err(e) => {
+            eprintln!("Error: {e}");
+            return ExitCode::FAILURE;
+        }
+    }
+    raise_fd_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -35,6 +41,8 @@ fn main() -> ExitCode {
             }
         }
     });
+    // Blocking tasks still running (a cancelled upload's file read) must not hold the exit.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     match result {
         Ok(code) => code,
         Err(e) => {
@@ -44,31 +52,38 @@ fn main() -> ExitCode {
     }
 }
 
-/// Text logs on stdout (as Litestream), or stderr when stdout carries JSON output;
-/// JSON logs when the config asks for `logging.type: json`.
-fn init_logging(cli: &Cli) {
-    let (level, json, to_stderr) = match &cli.command {
-        Command::Restore(a) => (a.common.log_level.clone(), false, a.json),
-        Command::Replicate(a) => liteship::cmd::replicate::logging_prefs(a),
-        Command::Version => (None, false, false),
+/// Text logs on stdout (as Litestream), or stderr when stdout carries JSON output; JSON
+/// logs when the config asks for `logging.type: json`. An invalid level is an error.
+fn log_settings(cli: &Cli) -> Result<LogSettings, String> {
+    let env = std::env::var("LOG_LEVEL").ok();
+    let (flag, config, json, to_stderr) = match &cli.command {
+        Command::Restore(a) => (a.common.log_level.clone(), None, false, a.json),
+        Command::Replicate(a) => {
+            let p = liteship::cmd::replicate::logging_prefs(a);
+            (a.common.log_level.clone(), p.level, p.json, p.stderr)
+        }
+        Command::Version => (None, None, false, false),
     };
-    let level = level
-        .or_else(|| std::env::var("LOG_LEVEL").ok())
-        .unwrap_or_else(|| "info".into());
-    let filter = EnvFilter::try_new(format!("{level},aws=warn,hyper=warn"))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
-    let ansi = if to_stderr {
-        std::io::stderr().is_terminal()
-    } else {
-        std::io::stdout().is_terminal()
+    let level = choose_level(flag.as_deref(), env.as_deref(), config.as_deref())?;
+    Ok(LogSettings {
+        level,
+        json,
+        to_stderr,
+    })
+}
+
+/// Raises the soft limit on open files to the hard limit (as Go programs do), so that a
+/// burst of connections cannot starve replication of descriptors.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
     };
-    match (json, to_stderr) {
-        (true, true) => builder.json().with_writer(std::io::stderr).init(),
-        (true, false) => builder.json().with_writer(std::io::stdout).init(),
-        (false, true) => builder.with_ansi(ansi).with_writer(std::io::stderr).init(),
-        (false, false) => builder.with_ansi(ansi).with_writer(std::io::stdout).init(),
+    // SAFETY: getrlimit/setrlimit write/read the struct we pass; no other effects.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
     }
 }

@@ -46,8 +46,12 @@ pub fn is_retryable(e: &StorageError) -> bool {
     match e {
         StorageError::NotFound { .. }
         | StorageError::Auth { .. }
+        | StorageError::NoCredentials { .. }
+        | StorageError::PreconditionFailed { .. }
         | StorageError::NoSuchBucket { .. } => false,
-        StorageError::Unreachable { .. } | StorageError::Other { .. } => true,
+        StorageError::Unreachable { .. }
+        | StorageError::Stalled { .. }
+        | StorageError::Other { .. } => true,
         StorageError::Io { source, .. } => !matches!(
             source.kind(),
             std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::NotFound

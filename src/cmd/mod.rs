@@ -35,15 +35,16 @@ pub fn load_config(path: Option<&PathBuf>, no_expand_env: bool) -> anyhow::Resul
 }
 
 /// Builds the storage client for a replica location.
-pub async fn open_replica(url: &ReplicaUrl) -> anyhow::Result<Arc<dyn ReplicaClient>> {
+pub async fn open_replica(
+    url: &ReplicaUrl,
+    tuning: &S3Tuning,
+) -> anyhow::Result<Arc<dyn ReplicaClient>> {
     Ok(match url {
         ReplicaUrl::File { path } => Arc::new(FileReplica::new(path.clone())),
         ReplicaUrl::S3(cfg) => {
-            let c = S3Replica::new(cfg, &S3Tuning::default())
-                .await
-                .with_context(|| {
-                    format!("configure s3 replica s3://{}/{}", cfg.bucket, cfg.path)
-                })?;
+            let c = S3Replica::new(cfg, tuning).await.with_context(|| {
+                format!("configure s3 replica s3://{}/{}", cfg.bucket, cfg.path)
+            })?;
             Arc::new(c)
         }
     })

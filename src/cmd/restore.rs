@@ -10,11 +10,22 @@ use super::{is_url, load_config, open_replica};
 use crate::cli::RestoreArgs;
 use crate::config::{apply_s3_env, expand_tilde};
 use crate::replica::ReplicaUrl;
+use crate::replica::s3::S3Tuning;
 use crate::restore::{Outcome, Plan, RestoreOptions, Target, restore};
 use crate::timefmt::{format_rfc3339_ms, parse_rfc3339, to_ms};
 
-/// Runs the command; `Ok` carries the exit code of the documented no-op cases too.
+/// Runs the command; `Ok` carries the exit code of the documented no-op cases too. With
+/// `-json`, a failure also prints `{"error": …}` on stdout.
 pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
+    let json = args.json;
+    let res = run_inner(args).await;
+    if json && let Err(e) = &res {
+        println!("{}", serde_json::json!({ "error": format!("{e:#}") }));
+    }
+    res
+}
+
+async fn run_inner(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     if args.follow {
         bail!(
             "follow mode (-f) is not supported by liteship; run `liteship replicate` on the primary instead"
@@ -30,16 +41,12 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     opts.dry_run = args.dry_run;
     opts.force = args.force;
     opts.owner = args.owner.as_deref().map(parse_owner).transpose()?;
-    opts.mode = args
-        .mode
-        .as_deref()
-        .map(|m| {
-            u32::from_str_radix(m.trim_start_matches("0o"), 8)
-                .with_context(|| format!("invalid -mode {m:?}: give octal digits such as 0640"))
-        })
-        .transpose()?;
+    opts.mode = args.mode.as_deref().map(parse_mode).transpose()?;
     opts.progress = std::io::stderr().is_terminal() && !args.json;
-    let client = open_replica(&url).await?;
+    opts.stall_timeout = crate::config::parse_go_duration(&args.stall_timeout)
+        .map_err(anyhow::Error::msg)
+        .context("-stall-timeout")?;
+    let client = open_replica(&url, &S3Tuning::default()).await?;
     let location = client.location();
     tracing::info!(replica = %location, output = %opts.output.display(), "restoring");
     match restore(client, &opts).await? {
@@ -137,6 +144,18 @@ fn parse_target(args: &RestoreArgs) -> anyhow::Result<Target> {
     Ok(Target::Latest)
 }
 
+/// An octal permission mode from 0 to 0777 (no setuid, setgid or sticky bits).
+fn parse_mode(m: &str) -> anyhow::Result<u32> {
+    let bad = || {
+        format!("invalid -mode {m:?}: give permission bits in octal from 0 to 0777, such as 0640")
+    };
+    let v = u32::from_str_radix(m.trim_start_matches("0o"), 8).with_context(bad)?;
+    if v > 0o777 {
+        bail!("{}", bad());
+    }
+    Ok(v)
+}
+
 fn parse_owner(s: &str) -> anyhow::Result<(u32, Option<u32>)> {
     let bad = || format!("invalid -owner {s:?}: use numeric UID or UID:GID, e.g. 1000:1000");
     let (u, g) = match s.split_once(':') {
@@ -183,4 +202,19 @@ fn print_plan(plan: &Plan, json: bool) {
         plan.files.len(),
         plan.total_size()
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_are_permission_bits_only() {
+        assert_eq!(parse_mode("0640").unwrap(), 0o640);
+        assert_eq!(parse_mode("600").unwrap(), 0o600);
+        for bad in ["7777", "01000000", "0999", "rw"] {
+            let e = parse_mode(bad).unwrap_err().to_string();
+            assert!(e.contains("0 to 0777"), "{bad}: {e}");
+        }
+    }
 }

@@ -5,6 +5,34 @@
 
 /// Expands `$NAME`/`${NAME}` in `s` using `lookup`.
 pub fn expand(s: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
+    expand_tracking(s, lookup).0
+}
+
+/// A variable the text names that is not set (it expanded to nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unset {
+    pub name: String,
+    /// 1-based line of the text where it appears.
+    pub line: usize,
+}
+
+/// [`expand`], also returning every unset variable with its line.
+pub fn expand_tracking(s: &str, lookup: impl Fn(&str) -> Option<String>) -> (String, Vec<Unset>) {
+    let mut unset = Vec::new();
+    let out = expand_inner(s, |name, at| {
+        let v = lookup(name);
+        if v.is_none() {
+            unset.push(Unset {
+                name: name.to_string(),
+                line: s[..at].matches('\n').count() + 1,
+            });
+        }
+        v
+    });
+    (out, unset)
+}
+
+fn expand_inner(s: &str, mut lookup: impl FnMut(&str, usize) -> Option<String>) -> String {
     let b = s.as_bytes();
     let mut out = String::with_capacity(s.len());
     let mut i = 0;
@@ -16,7 +44,7 @@ pub fn expand(s: &str, lookup: impl Fn(&str) -> Option<String>) -> String {
             if name.is_none() && w > 0 {
                 // Bad syntax like "${}": Go eats the characters.
             } else if let Some(name) = name {
-                out.push_str(&lookup(name).unwrap_or_default());
+                out.push_str(&lookup(name, i).unwrap_or_default());
             } else {
                 // "$" followed by something that is not a name: keep the "$".
                 out.push('$');
@@ -97,5 +125,18 @@ mod tests {
         assert_eq!(expand("trailing $", look), "trailing $");
         assert_eq!(expand("${}x", look), "x");
         assert_eq!(expand("no vars", look), "no vars");
+    }
+
+    #[test]
+    fn unset_variables_are_reported_with_their_line() {
+        let (out, unset) = expand_tracking("a: $A\nb: ${NOPE}/x\n", look);
+        assert_eq!(out, "a: alpha\nb: /x\n");
+        assert_eq!(
+            unset,
+            vec![Unset {
+                name: "NOPE".into(),
+                line: 2
+            }]
+        );
     }
 }

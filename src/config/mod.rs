@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use serde_yaml_ng::Value;
 
-pub use expand::{env_lookup, expand};
+pub use expand::{Unset, env_lookup, expand, expand_tracking};
 pub use units::{parse_bytes, parse_go_duration};
 
 use crate::replica::sse::{SSE_C_ALGORITHM, Sse};
@@ -25,6 +25,40 @@ use raw::{Extra, RawConfig, RawDb, RawReplica};
 
 /// Default config path when neither `-config` nor `$LITESTREAM_CONFIG` is given.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/litestream.yml";
+
+// Defaults. Each is Litestream 0.5.17's (spec 5.2, 5.3), so that a config that leaves a key
+// out behaves the same under either tool.
+
+/// How often the WAL is read: one level-0 file per second at most, Litestream's cadence.
+pub const DEFAULT_MONITOR_INTERVAL: Duration = Duration::from_secs(1);
+/// A PASSIVE checkpoint after this long if anything was synced since the last one.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(60);
+/// SQLite busy timeout of liteship's own connections.
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(1);
+/// WAL pages that make a PASSIVE checkpoint due (about 4 MiB at 4 KiB pages).
+pub const DEFAULT_MIN_CHECKPOINT_PAGES: u64 = 1000;
+/// WAL pages above which the emergency TRUNCATE runs (about 500 MB at 4 KiB pages).
+pub const DEFAULT_TRUNCATE_PAGE_N: u64 = 121_359;
+/// WAL bytes per level-0 file when a backlog is synced in pieces.
+pub const DEFAULT_MAX_SYNC_WAL_BYTES: u64 = 64 * 1024 * 1024;
+/// How often staged files are uploaded (also on every new staged file).
+pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_secs(1);
+/// Level-0 files uploaded per round before maintenance gets its turn.
+pub const DEFAULT_MAX_SYNC_LTX_FILES: usize = 256;
+/// Compaction intervals of levels 1, 2, 3.
+pub const DEFAULT_LEVELS: [Duration; 3] = [
+    Duration::from_secs(30),
+    Duration::from_secs(300),
+    Duration::from_secs(3600),
+];
+/// Snapshot interval and retention.
+pub const DEFAULT_SNAPSHOT_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// Level-0 files are kept this long after compaction (for timestamp restores).
+pub const DEFAULT_L0_RETENTION: Duration = Duration::from_secs(300);
+pub const DEFAULT_L0_RETENTION_CHECK: Duration = Duration::from_secs(15);
+/// The final sync and upload at shutdown must finish within this.
+pub const DEFAULT_SHUTDOWN_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+pub const DEFAULT_SHUTDOWN_SYNC_INTERVAL: Duration = Duration::from_millis(500);
 
 /// A config that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +87,8 @@ pub struct Config {
     pub retention_enabled: bool,
     pub shutdown_sync_timeout: Duration,
     pub shutdown_sync_interval: Duration,
+    /// TTL of each replica's writer lease (liteship only: `lease-ttl`).
+    pub lease_ttl: Duration,
     /// Warnings about unknown or ignored keys, to be logged once.
     pub warnings: Vec<String>,
 }
@@ -92,18 +128,15 @@ impl Default for Config {
             log_level: None,
             log_json: false,
             log_stderr: false,
-            levels: vec![
-                Duration::from_secs(30),
-                Duration::from_secs(300),
-                Duration::from_secs(3600),
-            ],
-            snapshot_interval: Duration::from_secs(24 * 3600),
-            snapshot_retention: Duration::from_secs(24 * 3600),
-            l0_retention: Duration::from_secs(300),
-            l0_retention_check_interval: Duration::from_secs(15),
+            levels: DEFAULT_LEVELS.to_vec(),
+            snapshot_interval: DEFAULT_SNAPSHOT_INTERVAL,
+            snapshot_retention: DEFAULT_SNAPSHOT_INTERVAL,
+            l0_retention: DEFAULT_L0_RETENTION,
+            l0_retention_check_interval: DEFAULT_L0_RETENTION_CHECK,
             retention_enabled: true,
-            shutdown_sync_timeout: Duration::from_secs(30),
-            shutdown_sync_interval: Duration::from_millis(500),
+            shutdown_sync_timeout: DEFAULT_SHUTDOWN_SYNC_TIMEOUT,
+            shutdown_sync_interval: DEFAULT_SHUTDOWN_SYNC_INTERVAL,
+            lease_ttl: crate::replicate::lease::DEFAULT_LEASE_TTL,
             warnings: Vec::new(),
         }
     }
@@ -115,17 +148,17 @@ impl DbConfig {
         DbConfig {
             path,
             meta_path: None,
-            monitor_interval: Duration::from_secs(1),
-            checkpoint_interval: Duration::from_secs(60),
-            busy_timeout: Duration::from_secs(1),
-            min_checkpoint_page_count: 1000,
-            truncate_page_n: 121_359,
-            max_sync_wal_bytes: 64 * 1024 * 1024,
+            monitor_interval: DEFAULT_MONITOR_INTERVAL,
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
+            min_checkpoint_page_count: DEFAULT_MIN_CHECKPOINT_PAGES,
+            truncate_page_n: DEFAULT_TRUNCATE_PAGE_N,
+            max_sync_wal_bytes: DEFAULT_MAX_SYNC_WAL_BYTES,
             restore_if_db_not_exists: false,
             replica: ReplicaConfig {
                 url,
-                sync_interval: Duration::from_secs(1),
-                max_sync_ltx_files: 256,
+                sync_interval: DEFAULT_SYNC_INTERVAL,
+                max_sync_ltx_files: DEFAULT_MAX_SYNC_LTX_FILES,
                 auto_recover: false,
             },
         }
@@ -139,15 +172,19 @@ impl Config {
             path: path.display().to_string(),
             reason: format!("cannot read: {e}"),
         })?;
-        let text = if no_expand_env {
-            text
-        } else {
-            expand(&text, env_lookup)
-        };
-        Config::parse(&text).map_err(|reason| ConfigError {
+        let fail = |reason| ConfigError {
             path: path.display().to_string(),
             reason,
-        })
+        };
+        let (expanded, unset) = if no_expand_env {
+            (text.clone(), Vec::new())
+        } else {
+            expand_tracking(&text, env_lookup)
+        };
+        let warnings = check_unset(&text, &unset).map_err(fail)?;
+        let mut cfg = Config::parse(&expanded).map_err(fail)?;
+        cfg.warnings.splice(0..0, warnings);
+        Ok(cfg)
     }
 
     /// Parses already-expanded YAML text.
@@ -212,6 +249,7 @@ struct Globals<'a> {
     retention: Option<&'a raw::RawRetention>,
     shutdown_timeout: &'a Option<Value>,
     shutdown_interval: &'a Option<Value>,
+    lease_ttl: &'a Option<Value>,
 }
 
 fn raw_globals(raw: &RawConfig) -> Globals<'_> {
@@ -222,6 +260,7 @@ fn raw_globals(raw: &RawConfig) -> Globals<'_> {
         retention: raw.retention.as_ref(),
         shutdown_timeout: &raw.shutdown_sync_timeout,
         shutdown_interval: &raw.shutdown_sync_interval,
+        lease_ttl: &raw.lease_ttl,
     }
 }
 
@@ -253,6 +292,12 @@ fn apply_globals(
         cfg.shutdown_sync_interval,
         "shutdown-sync-interval",
     )?;
+    cfg.lease_ttl = dur(g.lease_ttl, cfg.lease_ttl, "lease-ttl")?;
+    if cfg.lease_ttl < Duration::from_secs(3) {
+        return Err(
+            "lease-ttl must be at least 3s (the lease is renewed every third of it)".into(),
+        );
+    }
     Ok(())
 }
 
@@ -376,6 +421,7 @@ fn parse_replica(
     warnings: &mut Vec<String>,
 ) -> Result<ReplicaConfig, String> {
     warn_extra(at, &r.extra, warnings);
+    warn_no_effect(at, &r, warnings);
     if r.age.is_some() {
         return Err(format!(
             "{at}: age encryption is not supported (Litestream 0.5 removed it)"
@@ -384,7 +430,7 @@ fn parse_replica(
     let url = replica_url(at, &r)?;
     let sync_interval = dur(
         &r.sync_interval,
-        Duration::from_secs(1),
+        DEFAULT_SYNC_INTERVAL,
         &format!("{at}.sync-interval"),
     )?;
     if sync_interval.is_zero() {
@@ -393,7 +439,9 @@ fn parse_replica(
     Ok(ReplicaConfig {
         url,
         sync_interval,
-        max_sync_ltx_files: r.max_sync_ltx_files.unwrap_or(256).max(1) as usize,
+        max_sync_ltx_files: r
+            .max_sync_ltx_files
+            .map_or(DEFAULT_MAX_SYNC_LTX_FILES, |n| n.max(1) as usize),
         auto_recover: r.auto_recover.unwrap_or(false),
     })
 }
@@ -418,9 +466,13 @@ fn replica_url(at: &str, r: &RawReplica) -> Result<ReplicaUrl, String> {
             if p.contains("://") {
                 return Err(format!("{at}: path must not be a URL; use url: instead"));
             }
-            Ok(ReplicaUrl::File {
-                path: expand_tilde(p),
-            })
+            let path = expand_tilde(p);
+            if !path.is_absolute() {
+                return Err(format!(
+                    "{at}.path {p:?} is relative: a file replica needs an absolute path (as file:///path does), so that it does not depend on the working directory"
+                ));
+            }
+            Ok(ReplicaUrl::File { path })
         }
         "s3" => {
             let mut c = S3Config {
@@ -544,10 +596,93 @@ fn bytes(v: &Value, key: &str) -> Result<u64, String> {
     }
 }
 
+/// Litestream keys that liteship parses but that change nothing here: each one is named.
+fn warn_no_effect(at: &str, r: &RawReplica, warnings: &mut Vec<String>) {
+    let mut said = |key: &str, why: &str| {
+        warnings.push(format!("{at}.{key} has no effect in liteship: {why}"))
+    };
+    if r.skip_verify == Some(true) {
+        said(
+            "skip-verify",
+            "TLS certificates are always verified; trust a private CA with AWS_CA_BUNDLE=/path/to/ca.pem",
+        );
+    }
+    if r.sign_payload.is_some() {
+        said("sign-payload", "requests are always signed with SigV4");
+    }
+    if r.require_content_md5.is_some() {
+        said(
+            "require-content-md5",
+            "checksums are sent where the S3 API requires them",
+        );
+    }
+    if r.concurrency.is_some() {
+        said(
+            "concurrency",
+            "uploads are sequential per database; restores use -parallelism",
+        );
+    }
+    if r.validation_interval.is_some() {
+        said(
+            "validation-interval",
+            "liteship checks the replica after uploads by itself",
+        );
+    }
+    if r.name.is_some() {
+        said(
+            "name",
+            "a replica is named by its location in logs and metrics",
+        );
+    }
+}
+
 fn warn_extra(at: &str, extra: &Extra, warnings: &mut Vec<String>) {
     for k in extra.keys() {
         warnings.push(format!("unknown config key {at}.{k} is ignored"));
     }
+}
+
+/// Keys whose value locates data: an unset variable in one of them is an error, because
+/// the value would silently name another place (or nothing).
+const LOCATION_KEYS: [&str; 8] = [
+    "path",
+    "url",
+    "bucket",
+    "endpoint",
+    "meta-path",
+    "dir",
+    "sse-customer-key-path",
+    "addr",
+];
+
+/// Unset `$VAR`s: an error where they are part of a key that locates data, else a warning
+/// naming the variable and its line.
+fn check_unset(text: &str, unset: &[Unset]) -> Result<Vec<String>, String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let mut warnings = Vec::new();
+    for u in unset {
+        let line = lines.get(u.line - 1).copied().unwrap_or("");
+        let key = line
+            .trim_start()
+            .trim_start_matches("- ")
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .trim();
+        if LOCATION_KEYS.contains(&key) {
+            return Err(format!(
+                "line {}: ${{{}}} is not set, and {key}: needs it (it would expand to {:?}); set the variable or run with -no-expand-env",
+                u.line,
+                u.name,
+                expand(line.trim(), env_lookup)
+            ));
+        }
+        warnings.push(format!(
+            "line {}: ${{{}}} is not set; it expands to an empty value in {key}:",
+            u.line, u.name
+        ));
+    }
+    Ok(warnings)
 }
 
 /// Expands a leading `~` to `$HOME`.

@@ -22,6 +22,7 @@ pub struct RawConfig {
     pub retention: Option<RawRetention>,
     pub shutdown_sync_timeout: Option<Value>,
     pub shutdown_sync_interval: Option<Value>,
+    pub lease_ttl: Option<Value>,
     /// Top-level replica keys (defaults for every replica) and unknown keys.
     #[serde(flatten)]
     pub rest: Extra,

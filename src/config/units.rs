@@ -66,7 +66,14 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
         "tib" | "ti" => 1024f64.powi(4),
         u => return Err(format!("invalid byte size {s:?}: unknown unit {u:?}")),
     };
-    Ok((value * mult) as u64)
+    let bytes = value * mult;
+    // u64::MAX as f64 rounds up to 2^64, which does not fit: compare with `>=`.
+    if !bytes.is_finite() || bytes >= u64::MAX as f64 {
+        return Err(format!(
+            "invalid byte size {s:?}: too large (at most 16EiB)"
+        ));
+    }
+    Ok(bytes as u64)
 }
 
 #[cfg(test)]
@@ -98,5 +105,7 @@ mod tests {
         assert_eq!(parse_bytes("64 MiB").unwrap(), 64 * 1024 * 1024);
         assert_eq!(parse_bytes("1048576").unwrap(), 1_048_576);
         assert!(parse_bytes("lots").is_err());
+        assert!(parse_bytes("99999999999999999999999").is_err(), "overflow");
+        assert!(parse_bytes("20EiB").is_err() && parse_bytes("1e400").is_err());
     }
 }

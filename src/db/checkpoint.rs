@@ -3,7 +3,7 @@
 //! above `truncate-page-n`, after which continuity is unproven and the next level-0 file is
 //! a full image. RESTART is never used.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::sync::{Staged, SyncError};
 use super::{Db, DbError, Pin};
@@ -25,6 +25,12 @@ impl CheckpointMode {
     }
 }
 
+/// First wait before an emergency TRUNCATE that a reader blocked is tried again; it doubles
+/// up to [`TRUNCATE_RETRY_MAX`]. Each attempt holds the write lock for up to the busy
+/// timeout while it waits for readers, so retrying every sync would stall the application.
+const TRUNCATE_RETRY_FIRST: Duration = Duration::from_secs(2);
+const TRUNCATE_RETRY_MAX: Duration = Duration::from_secs(60);
+
 /// The result of a checkpoint attempt.
 #[derive(Debug, Default)]
 pub struct CheckpointReport {
@@ -33,6 +39,9 @@ pub struct CheckpointReport {
     pub staged: Vec<Staged>,
     /// All frames were copied into the database.
     pub complete: bool,
+    /// An emergency TRUNCATE could not complete (a reader holds the WAL): the WAL's size
+    /// in pages.
+    pub truncate_blocked: Option<u64>,
 }
 
 impl Db {
@@ -55,7 +64,22 @@ impl Db {
                     return Ok(r);
                 }
             }
-            return self.checkpoint_truncate();
+            if let Some((at, _)) = self.truncate_retry
+                && Instant::now() < at
+            {
+                return Ok(CheckpointReport::default());
+            }
+            let mut r = self.checkpoint_truncate()?;
+            if r.complete {
+                self.truncate_retry = None;
+            } else {
+                let wait = self.truncate_retry.map_or(TRUNCATE_RETRY_FIRST, |(_, w)| {
+                    (w * 2).min(TRUNCATE_RETRY_MAX)
+                });
+                self.truncate_retry = Some((Instant::now() + wait, wait));
+                r.truncate_blocked = Some(frames);
+            }
+            return Ok(r);
         }
         let by_count = frames >= self.opts.min_checkpoint_page_count;
         let interval = self.opts.checkpoint_interval;
@@ -93,7 +117,7 @@ impl Db {
         self.end_pin()?;
         let res = self.run_checkpoint("PASSIVE");
         self.begin_pin()?;
-        let (log, done) = res?;
+        let (_, log, done) = res?;
         // Nothing can have committed since the sync above: the pin sits at the WAL's end.
         if let Some(p) = self.pos
             && !self.last_read_limited
@@ -109,6 +133,7 @@ impl Db {
             mode: Some(CheckpointMode::Passive),
             staged,
             complete: done >= log,
+            truncate_blocked: None,
         })
     }
 
@@ -119,25 +144,30 @@ impl Db {
         self.end_pin()?;
         let res = self.run_checkpoint("TRUNCATE");
         self.begin_pin()?;
-        let (log, done) = res?;
+        let (busy, log, done) = res?;
         self.passive_stalled = false;
         self.after_checkpoint();
-        tracing::warn!(db = %self.path.display(), "emergency TRUNCATE checkpoint: the WAL passed truncate-page-n");
+        let complete = !busy && done >= log;
+        if complete {
+            tracing::warn!(db = %self.path.display(), "emergency TRUNCATE checkpoint: the WAL passed truncate-page-n");
+        }
         Ok(CheckpointReport {
             mode: Some(CheckpointMode::Truncate),
             staged,
-            complete: done >= log,
+            complete,
+            truncate_blocked: None,
         })
     }
 
-    fn run_checkpoint(&mut self, mode: &str) -> Result<(i64, i64), SyncError> {
+    /// Runs the checkpoint; `(busy, log, done)` as SQLite reports them.
+    fn run_checkpoint(&mut self, mode: &str) -> Result<(bool, i64, i64), SyncError> {
         let sql = format!("PRAGMA wal_checkpoint({mode})");
         let (busy, log, done): (i64, i64, i64) = self
             .conn
             .query_row(&sql, [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .map_err(|e| DbError::sql(&self.path, e))?;
         tracing::debug!(db = %self.path.display(), mode, busy, log, done, "checkpoint");
-        Ok((log, done))
+        Ok((busy != 0, log, done))
     }
 
     fn after_checkpoint(&mut self) {

@@ -23,7 +23,7 @@ impl Db {
         wal_pages: &BTreeMap<u32, u64>,
         growth_from: Option<u32>,
     ) -> Result<u64, SyncError> {
-        let tmp = crate::replica::file::tmp_path(path);
+        let tmp = crate::fsutil::tmp_path(path);
         let res = self.encode_to(&tmp, header, wal_pages, growth_from);
         if res.is_err() {
             let _ = std::fs::remove_file(&tmp);
@@ -31,8 +31,7 @@ impl Db {
         let size = res?;
         std::fs::rename(&tmp, path).map_err(|e| SyncError::staging("rename", &tmp, e))?;
         let dir = path.parent().unwrap_or(Path::new("."));
-        crate::replica::file::sync_dir(dir)
-            .map_err(|e| SyncError::staging("fsync directory", dir, std::io::Error::other(e)))?;
+        crate::fsutil::sync_dir(dir).map_err(|e| SyncError::staging(e.op, dir, e.source))?;
         Ok(size)
     }
 

@@ -17,8 +17,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::fsutil::{self, sync_dir};
 use crate::ltx::{Decoder, Header, format_file_name, parse_file_name};
-use crate::replica::file::sync_dir;
 
 /// The meta directories of one database.
 #[derive(Debug, Clone)]
@@ -92,24 +92,37 @@ impl Meta {
     }
 
     /// The header of the newest staged file, fully decoded (checksum verified).
-    pub fn newest_header(&self) -> Result<Option<Header>, String> {
-        let Some(txid) = self.staged().map_err(|e| e.to_string())?.pop() else {
-            return Ok(None);
-        };
-        let path = self.l0_path(txid);
-        let f = fs::File::open(&path).map_err(|e| format!("open {}: {e}", path.display()))?;
-        let mut dec = Decoder::new(std::io::BufReader::new(f))
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        let h = *dec.header();
-        let mut page = vec![0u8; h.page_size as usize];
-        while dec
-            .next_page(&mut page)
-            .map_err(|e| format!("{}: {e}", path.display()))?
-            .is_some()
-        {}
-        dec.finish()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        Ok(Some(h))
+    pub fn newest_header(&self) -> Result<Option<Header>, StagedError> {
+        let staged = self.staged().map_err(|e| StagedError {
+            path: self.l0_dir.clone(),
+            reason: e.to_string(),
+            corrupt: false,
+        })?;
+        match staged.last() {
+            Some(t) => verify_staged(&self.l0_path(*t)).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// `auto-recover`: removes corrupt staged files from the newest down, until the newest
+    /// one verifies (or none is left). Returns the TXIDs removed.
+    pub fn drop_corrupt_newest(&self) -> Result<Vec<u64>, StagedError> {
+        let mut removed = Vec::new();
+        loop {
+            match self.newest_header() {
+                Ok(_) => return Ok(removed),
+                Err(e) if !e.corrupt => return Err(e),
+                Err(e) => {
+                    let txid = *self.staged().unwrap_or_default().last().ok_or(e)?;
+                    self.remove(&[txid]).map_err(|err| StagedError {
+                        path: self.l0_path(txid),
+                        reason: err.to_string(),
+                        corrupt: false,
+                    })?;
+                    removed.push(txid);
+                }
+            }
+        }
     }
 
     /// Removes staged files (never the newest one when `keep_newest`).
@@ -122,7 +135,7 @@ impl Meta {
             }
         }
         if !txids.is_empty() {
-            sync_dir(&self.l0_dir).map_err(std::io::Error::other)?;
+            sync_dir(&self.l0_dir).map_err(|e| e.source)?;
         }
         Ok(())
     }
@@ -138,6 +151,37 @@ impl Meta {
     }
 }
 
+/// The newest staged level-0 file (the local position) cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("staged level-0 file {}: {reason}", path.display())]
+pub struct StagedError {
+    pub path: PathBuf,
+    pub reason: String,
+    /// The file exists but failed verification (as opposed to an I/O error).
+    pub corrupt: bool,
+}
+
+/// Decodes a staged file completely (checksum verified) and returns its header.
+fn verify_staged(path: &Path) -> Result<Header, StagedError> {
+    let fail = |reason: String, corrupt| StagedError {
+        path: path.to_path_buf(),
+        reason,
+        corrupt,
+    };
+    let f = fs::File::open(path).map_err(|e| fail(format!("open: {e}"), false))?;
+    let mut dec =
+        Decoder::new(std::io::BufReader::new(f)).map_err(|e| fail(e.to_string(), true))?;
+    let h = *dec.header();
+    let mut page = vec![0u8; h.page_size as usize];
+    while dec
+        .next_page(&mut page)
+        .map_err(|e| fail(e.to_string(), true))?
+        .is_some()
+    {}
+    dec.finish().map_err(|e| fail(e.to_string(), true))?;
+    Ok(h)
+}
+
 /// What a database file descends from: written by `restore` (and by `replicate` as it
 /// goes), read by `replicate` to know a database is not an unrelated file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -149,16 +193,33 @@ pub struct Lineage {
     /// Identity of the database file (device and inode); a replaced file does not match.
     pub dev: u64,
     pub ino: u64,
+    /// The file's birth time (ns since the epoch), where the filesystem records it: a
+    /// database deleted and created again can get the same inode number, never the same
+    /// birth time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub btime_ns: Option<u128>,
+}
+
+/// The identity of the file at `path`: device, inode and birth time (if recorded).
+pub fn file_identity(path: &Path) -> std::io::Result<(u64, u64, Option<u128>)> {
+    let md = fs::metadata(path)?;
+    let btime = md
+        .created()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos());
+    Ok((md.dev(), md.ino(), btime))
 }
 
 impl Lineage {
     pub fn for_file(db: &Path, replica: &str, txid: u64) -> std::io::Result<Lineage> {
-        let md = fs::metadata(db)?;
+        let (dev, ino, btime_ns) = file_identity(db)?;
         Ok(Lineage {
             replica: replica.to_string(),
             txid: format!("{txid:016x}"),
-            dev: md.dev(),
-            ino: md.ino(),
+            dev,
+            ino,
+            btime_ns,
         })
     }
 
@@ -168,8 +229,20 @@ impl Lineage {
 
     /// Whether this lineage is about the file now at `db` and the replica `replica`.
     pub fn matches(&self, db: &Path, replica: &str) -> bool {
-        fs::metadata(db).is_ok_and(|m| m.dev() == self.dev && m.ino() == self.ino)
-            && self.replica == replica
+        self.is_file(db) && self.replica == replica
+    }
+
+    /// Whether this lineage is about the file now at `db` (device, inode and, where both
+    /// are known, birth time).
+    pub fn is_file(&self, db: &Path) -> bool {
+        file_identity(db).is_ok_and(|(dev, ino, btime)| {
+            dev == self.dev
+                && ino == self.ino
+                && match (btime, self.btime_ns) {
+                    (Some(a), Some(b)) => a == b,
+                    _ => true,
+                }
+        })
     }
 
     pub fn load(meta: &Meta) -> Option<Lineage> {
@@ -182,12 +255,8 @@ impl Lineage {
         fs::create_dir_all(&meta.liteship_dir)?;
         let path = meta.lineage_path();
         let body = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        crate::replica::file::write_atomic(
-            &meta.liteship_dir,
-            &path,
-            crate::replica::Body::Bytes(body.into()),
-        )
-        .map(|_| ())
-        .map_err(std::io::Error::other)
+        fsutil::write_atomic(&path, fsutil::Source::Bytes(&body))
+            .map(|_| ())
+            .map_err(|e| std::io::Error::new(e.source.kind(), e.to_string()))
     }
 }

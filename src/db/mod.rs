@@ -14,18 +14,22 @@
 //! else cannot be proven, so the next level-0 file is a full image of the database.
 
 pub mod checkpoint;
+mod handle;
 mod image;
+pub mod lock;
 pub mod meta;
+pub mod preflight;
 mod sync;
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
-pub use meta::{Lineage, Meta};
+pub use handle::DbHandle;
+pub use meta::{Lineage, Meta, StagedError};
 pub use sync::{Staged, SyncError};
 
 use crate::ltx::Header;
@@ -107,6 +111,11 @@ pub enum DbError {
     },
     #[error("{0}")]
     Invalid(String),
+    /// The file at the database's path is no longer the file that was opened.
+    #[error(
+        "{path} was replaced while liteship was replicating it (it is now another file); the replica keeps the old database's history. Stop the application, then restore with `liteship restore` or restart replicate with -allow-new-history to make the new file the replica's newest state"
+    )]
+    Replaced { path: String },
 }
 
 impl DbError {
@@ -127,17 +136,19 @@ impl DbError {
 
 /// An open database under replication.
 pub struct Db {
-    pub path: PathBuf,
-    pub wal_path: PathBuf,
-    pub meta: Meta,
+    path: PathBuf,
+    wal_path: PathBuf,
+    meta: Meta,
     conn: Connection,
     barrier: Connection,
     db_fd: File,
+    /// Device and inode of `db_fd`: the file this process replicates.
+    identity: (u64, u64),
     wal_fd: Option<File>,
-    pub page_size: u32,
-    pub pos: Option<Position>,
+    page_size: u32,
+    pos: Option<Position>,
     /// Set when continuity is known to be broken (the next level-0 file is a full image).
-    pub needs_full: Option<&'static str>,
+    needs_full: Option<&'static str>,
     pin: Pin,
     pinned: bool,
     /// The last incremental read stopped at `max_sync_wal_bytes`, not at the WAL's end.
@@ -146,6 +157,8 @@ pub struct Db {
     last_checkpoint: Instant,
     synced_since_checkpoint: bool,
     passive_stalled: bool,
+    /// When an incomplete emergency TRUNCATE may be tried again, and the last wait.
+    truncate_retry: Option<(Instant, Duration)>,
 }
 
 impl Db {
@@ -167,13 +180,15 @@ impl Db {
             .query_row("PRAGMA page_size", [], |r| r.get(0))
             .map_err(|e| DbError::sql(path, e))?;
         let db_fd = File::open(path).map_err(|e| DbError::io("open", path, e))?;
+        let md = db_fd.metadata().map_err(|e| DbError::io("stat", path, e))?;
+        let identity = (md.dev(), md.ino());
         let wal_path = sidecar(path, "-wal");
         let meta = Meta::new(path, meta_path);
         meta.prepare()
             .map_err(|e| DbError::io("prepare meta directory", &meta.l0_dir, e))?;
         let pos = meta
             .newest_header()
-            .map_err(DbError::Invalid)?
+            .map_err(|e| DbError::Invalid(e.to_string()))?
             .map(|h| Position::from_header(&h));
         let mut db = Db {
             path: path.to_path_buf(),
@@ -183,6 +198,7 @@ impl Db {
             conn,
             barrier,
             db_fd,
+            identity,
             page_size,
             pos,
             needs_full: None,
@@ -193,6 +209,7 @@ impl Db {
             last_checkpoint: Instant::now(),
             synced_since_checkpoint: false,
             passive_stalled: false,
+            truncate_retry: None,
         };
         if let Some(p) = db.pos
             && p.page_size != page_size
@@ -201,6 +218,56 @@ impl Db {
         }
         db.begin_pin()?;
         Ok(db)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn meta(&self) -> &Meta {
+        &self.meta
+    }
+
+    pub fn page_size(&self) -> u32 {
+        self.page_size
+    }
+
+    /// The local position: the newest staged level-0 file.
+    pub fn position(&self) -> Option<Position> {
+        self.pos
+    }
+
+    /// Makes the next level-0 file a full image (continuity is broken for `reason`).
+    pub fn require_full_image(&mut self, reason: &'static str) {
+        self.needs_full = Some(reason);
+    }
+
+    /// Fails with [`DbError::Replaced`] when the path now names another file than the one
+    /// opened (deleted and recreated, or moved over): one `stat` per call.
+    pub fn check_identity(&self) -> Result<(), DbError> {
+        match std::fs::metadata(&self.path) {
+            Ok(m) if (m.dev(), m.ino()) == self.identity => Ok(()),
+            Ok(_) => Err(DbError::Replaced {
+                path: self.path.display().to_string(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(DbError::Replaced {
+                path: self.path.display().to_string(),
+            }),
+            Err(e) => Err(DbError::io("stat", &self.path, e)),
+        }
+    }
+
+    /// Recreates the staging directory if it was removed while running; the staged files
+    /// went with it, so the next level-0 file is a full image. `true` if it was missing.
+    pub fn ensure_staging(&mut self) -> Result<bool, DbError> {
+        if self.meta.l0_dir.is_dir() {
+            return Ok(false);
+        }
+        self.meta
+            .prepare()
+            .map_err(|e| DbError::io("create staging directory", &self.meta.l0_dir, e))?;
+        self.needs_full = Some("the staging directory was removed");
+        Ok(true)
     }
 
     /// Takes the long read transaction.

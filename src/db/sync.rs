@@ -78,6 +78,10 @@ impl Db {
     /// Turns every newly committed WAL frame into staged level-0 files (several when
     /// `max_sync_wal_bytes` splits a backlog) and returns them.
     pub fn sync(&mut self) -> Result<Vec<Staged>, SyncError> {
+        self.check_identity()?;
+        if self.ensure_staging()? {
+            tracing::error!(db = %self.path.display(), dir = %self.meta.l0_dir.display(), "the staging directory was removed while replicating; recreated it (staged changes not yet uploaded are taken again in a full level-0 image)");
+        }
         let mut out = Vec::new();
         while let Some(s) = self.sync_once()? {
             let again = s.full.is_some() || self.last_read_limited;

@@ -11,6 +11,26 @@ pub enum StorageError {
         "access denied by {location}: {message}; check the access key id and secret access key (or the credentials the AWS chain resolved)"
     )]
     Auth { location: String, message: String },
+    /// No credentials were configured and the AWS chain found none.
+    #[error(
+        "no credentials for {location}: {message}; set access-key-id and secret-access-key in the replica config, or LITESTREAM_ACCESS_KEY_ID and LITESTREAM_SECRET_ACCESS_KEY (or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY) in the environment"
+    )]
+    NoCredentials { location: String, message: String },
+    /// A request made no progress (no byte sent or received) for too long and was
+    /// cancelled; its connection is dropped.
+    #[error(
+        "{op} {key}: no progress for {}s from {endpoint}; the server stopped answering (request cancelled)",
+        after.as_secs()
+    )]
+    Stalled {
+        op: &'static str,
+        key: String,
+        endpoint: String,
+        after: std::time::Duration,
+    },
+    /// A conditional write found the object present (create-only) or changed (lease).
+    #[error("{key}: the object already exists or changed (precondition failed)")]
+    PreconditionFailed { key: String },
     /// The bucket does not exist.
     #[error("bucket {bucket:?} does not exist at {endpoint}; create it or correct the bucket name")]
     NoSuchBucket { bucket: String, endpoint: String },
@@ -60,6 +80,22 @@ impl StorageError {
             op: "read",
             key,
             message: e.to_string(),
+        }
+    }
+}
+
+impl From<crate::fsutil::FsError> for StorageError {
+    fn from(e: crate::fsutil::FsError) -> Self {
+        if e.source.kind() == std::io::ErrorKind::AlreadyExists {
+            StorageError::PreconditionFailed { key: e.path }
+        } else if e.source.kind() == std::io::ErrorKind::NotFound {
+            StorageError::NotFound { key: e.path }
+        } else {
+            StorageError::Io {
+                op: e.op,
+                path: e.path,
+                source: e.source,
+            }
         }
     }
 }

@@ -5,16 +5,23 @@
 //! timestamp, which Litestream reads back as the file's creation time (spec 2.1).
 
 use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
 use filetime::FileTime;
 
+use bytes::Bytes;
+
 use super::{
-    Body, ByteReader, LtxFileInfo, RawEntry, ReplicaClient, StorageError, system_time_from_ms,
+    Body, ByteReader, LEASE_NAME, LtxFileInfo, Precondition, RawEntry, ReplicaClient, StorageError,
+    Version, system_time_from_ms,
 };
+
+/// The lock file that serialises lease swaps on a file replica.
+const LEASE_LOCK_NAME: &str = ".liteship-lease.lock";
+use crate::fsutil::{self, Source, sync_dir};
 use crate::ltx::{format_file_name, parse_file_name};
 
 /// A replica in a local directory.
@@ -105,10 +112,9 @@ impl ReplicaClient for FileReplica {
         body: Body,
         timestamp_ms: i64,
     ) -> Result<LtxFileInfo, StorageError> {
-        let dir = self.level_dir(level);
         let path = self.path(level, min_txid, max_txid);
         blocking(move || {
-            let size = write_atomic(&dir, &path, body)?;
+            let size = write_body(&path, body)?;
             let t = FileTime::from_system_time(system_time_from_ms(timestamp_ms));
             filetime::set_file_times(&path, t, t)
                 .map_err(|e| StorageError::io("set mtime of", path.display(), e))?;
@@ -159,6 +165,24 @@ impl ReplicaClient for FileReplica {
                 .map_err(|e| StorageError::io("stat", path.display(), e))
         })
         .await
+    }
+
+    async fn read_lease(&self) -> Result<Option<(Bytes, Version)>, StorageError> {
+        let path = self.root.join(LEASE_NAME);
+        blocking(move || match fs::read(&path) {
+            Ok(b) => {
+                let v = version_of(&b);
+                Ok(Some((Bytes::from(b), v)))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StorageError::io("read", path.display(), e)),
+        })
+        .await
+    }
+
+    async fn write_lease(&self, body: Bytes, cond: Precondition) -> Result<Version, StorageError> {
+        let root = self.root.clone();
+        blocking(move || swap_lease(&root, &body, &cond)).await
     }
 
     async fn list_raw(&self, dir: &str) -> Result<Vec<RawEntry>, StorageError> {
@@ -230,64 +254,54 @@ fn list_dir(dir: &Path, level: u8) -> Result<Vec<LtxFileInfo>, StorageError> {
     Ok(out)
 }
 
-/// Writes `body` to `path` via `path.tmp` + fsync + rename + directory fsync. Returns the
-/// number of bytes written. On failure the temp file is removed.
-pub fn write_atomic(dir: &Path, path: &Path, body: Body) -> Result<u64, StorageError> {
-    fs::create_dir_all(dir).map_err(|e| StorageError::io("create directory", dir.display(), e))?;
-    let tmp = tmp_path(path);
-    let res = write_tmp(&tmp, body).and_then(|size| {
-        fs::rename(&tmp, path).map_err(|e| StorageError::io("rename", tmp.display(), e))?;
-        sync_dir(dir)?;
-        Ok(size)
-    });
-    if res.is_err() {
-        let _ = fs::remove_file(&tmp);
-    }
-    res
-}
-
-fn write_tmp(tmp: &Path, body: Body) -> Result<u64, StorageError> {
-    let mut f = fs::File::create(tmp).map_err(|e| StorageError::io("create", tmp.display(), e))?;
-    let size = match body {
-        Body::Bytes(b) => {
-            f.write_all(&b)
-                .map_err(|e| StorageError::io("write", tmp.display(), e))?;
-            b.len() as u64
-        }
-        Body::File(src) => {
-            let mut r =
-                fs::File::open(&src).map_err(|e| StorageError::io("open", src.display(), e))?;
-            copy(&mut r, &mut f).map_err(|e| StorageError::io("write", tmp.display(), e))?
-        }
+/// Creates `path` with `body` atomically, never replacing (see [`fsutil::write_new`]).
+fn write_body(path: &Path, body: Body) -> Result<u64, StorageError> {
+    let res = match &body {
+        Body::Bytes(b) => fsutil::write_new(path, Source::Bytes(b)),
+        Body::File(src) => fsutil::write_new(path, Source::File(src)),
     };
-    f.sync_all()
-        .map_err(|e| StorageError::io("fsync", tmp.display(), e))?;
-    Ok(size)
+    res.map_err(StorageError::from)
 }
 
-fn copy(r: &mut fs::File, w: &mut fs::File) -> std::io::Result<u64> {
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = r.read(&mut buf)?;
-        if n == 0 {
-            return Ok(total);
-        }
-        w.write_all(&buf[..n])?;
-        total += n as u64;
+/// The lease object's version on file: its content checksum.
+fn version_of(body: &[u8]) -> Version {
+    Version(format!("{:016x}", crate::ltx::crc64(body)))
+}
+
+/// Compare-and-swap of the lease file, under an exclusive `flock` of a lock file next to
+/// it (held only for the swap).
+fn swap_lease(root: &Path, body: &[u8], cond: &Precondition) -> Result<Version, StorageError> {
+    use std::os::unix::io::AsRawFd;
+    fs::create_dir_all(root)
+        .map_err(|e| StorageError::io("create directory", root.display(), e))?;
+    let lock_path = root.join(LEASE_LOCK_NAME);
+    let lock = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .map_err(|e| StorageError::io("open", lock_path.display(), e))?;
+    // SAFETY: flock on a descriptor we own; released when `lock` is closed.
+    if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(StorageError::io("lock", lock_path.display(), e));
     }
-}
-
-/// `<path>.tmp`, the temp name used for every atomic write.
-pub fn tmp_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".tmp");
-    PathBuf::from(s)
-}
-
-/// fsyncs a directory so that a rename in it is durable.
-pub fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| StorageError::io("fsync directory", dir.display(), e))
+    let path = root.join(LEASE_NAME);
+    let current = match fs::read(&path) {
+        Ok(b) => Some(version_of(&b)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(StorageError::io("read", path.display(), e)),
+    };
+    let holds = match (cond, &current) {
+        (Precondition::Absent, None) => true,
+        (Precondition::Matches(v), Some(c)) => v == c,
+        _ => false,
+    };
+    if !holds {
+        return Err(StorageError::PreconditionFailed {
+            key: path.display().to_string(),
+        });
+    }
+    fsutil::write_atomic(&path, Source::Bytes(body))?;
+    Ok(version_of(body))
 }

@@ -6,12 +6,19 @@
 //! - `file`: `<root>/ltx/<level decimal>/<min:016x>-<max:016x>.ltx`
 //! - `s3`:   `<path>/<level %04x>/<min:016x>-<max:016x>.ltx`
 //!
-//! Error contract: a missing object is reported only as [`StorageError::NotFound`]; every
-//! other failure is another variant, and none carries a secret.
+//! Error contract: a missing object is reported only as [`StorageError::NotFound`]; a write
+//! whose condition does not hold (the object exists, or changed) only as
+//! [`StorageError::PreconditionFailed`]; every other failure is another variant, and none
+//! carries a secret.
+//!
+//! Writes never replace: LTX objects are created only if absent (S3 `If-None-Match: *`,
+//! `link(2)` on file), and the lease object changes only by compare-and-swap.
 
 mod error;
 pub mod file;
+pub mod read;
 pub mod s3;
+mod s3_net;
 pub mod sse;
 pub mod url;
 
@@ -64,6 +71,33 @@ pub struct RawEntry {
     pub is_dir: bool,
 }
 
+/// Failed request attempts that the backend retries by itself (a stall, a refused
+/// connection): how many so far and the latest, so that the caller can report them while
+/// the operation is still retrying.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AttemptTrouble {
+    pub count: u64,
+    /// The latest attempt made no progress (as opposed to not connecting at all).
+    pub stalled: bool,
+    pub message: String,
+}
+
+/// An opaque version of the lease object (the S3 ETag; a content checksum on file).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Version(pub String);
+
+/// The condition of a lease write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// Only if there is no lease object.
+    Absent,
+    /// Only if the lease object still has this version.
+    Matches(Version),
+}
+
+/// Name of the lease object, next to the level directories.
+pub const LEASE_NAME: &str = "liteship-lease.json";
+
 /// A stream of an object's bytes.
 pub type ByteReader = Pin<Box<dyn AsyncRead + Send>>;
 
@@ -75,6 +109,11 @@ pub trait ReplicaClient: Send + Sync + std::fmt::Debug {
 
     /// Where the replica lives, for messages (never contains a secret).
     fn location(&self) -> String;
+
+    /// Attempts that failed and are being retried inside the backend (S3 only).
+    fn attempt_trouble(&self) -> Option<AttemptTrouble> {
+        None
+    }
 
     /// The key or path of one LTX file, for messages.
     fn key(&self, level: u8, min_txid: u64, max_txid: u64) -> String;
@@ -93,8 +132,8 @@ pub trait ReplicaClient: Send + Sync + std::fmt::Debug {
         len: Option<u64>,
     ) -> Result<ByteReader, StorageError>;
 
-    /// Writes a file atomically, recording `timestamp_ms` (the LTX header timestamp) as
-    /// its creation time.
+    /// Creates a file atomically, recording `timestamp_ms` (the LTX header timestamp) as
+    /// its creation time. Never replaces: if the file exists, `PreconditionFailed`.
     async fn write(
         &self,
         level: u8,
@@ -115,6 +154,13 @@ pub trait ReplicaClient: Send + Sync + std::fmt::Debug {
         min_txid: u64,
         max_txid: u64,
     ) -> Result<SystemTime, StorageError>;
+
+    /// Reads the lease object and its version (`None` when there is none).
+    async fn read_lease(&self) -> Result<Option<(Bytes, Version)>, StorageError>;
+
+    /// Writes the lease object if `cond` holds (else `PreconditionFailed`); returns the
+    /// new version.
+    async fn write_lease(&self, body: Bytes, cond: Precondition) -> Result<Version, StorageError>;
 
     /// Lists the entries directly under `dir` (slash-separated, relative to the replica
     /// root). Only for reading Litestream 0.3 replicas; a missing directory is empty.

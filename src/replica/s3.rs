@@ -7,14 +7,14 @@
 //! jittered exponential backoff on throttling, 5xx, timeouts and dropped connections, with an
 //! unlimited retry-token bucket so long flaps never exhaust retries (spec 7 #25).
 
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use aws_credential_types::Credentials;
 use aws_sdk_s3::config::{
-    Region, RequestChecksumCalculation, ResponseChecksumValidation, retry::RetryConfig,
-    timeout::TimeoutConfig,
+    Region, RequestChecksumCalculation, ResponseChecksumValidation, StalledStreamProtectionConfig,
+    retry::RetryConfig, timeout::TimeoutConfig,
 };
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
@@ -24,9 +24,14 @@ use aws_sdk_s3::types::{
 use aws_smithy_http_client::tls;
 use tokio::io::AsyncReadExt;
 
+use super::s3_net::{AttemptLogger, SharedAttempts, is_credentials_text, is_stall_text};
+pub use super::s3_net::{DEFAULT_MAX_ATTEMPTS, S3Tuning};
 use super::sse::Sse;
 use super::url::go_clean;
-use super::{Body, ByteReader, LtxFileInfo, RawEntry, ReplicaClient, S3Config, StorageError};
+use super::{
+    Body, ByteReader, LtxFileInfo, Precondition, RawEntry, ReplicaClient, S3Config, StorageError,
+    Version,
+};
 use crate::ltx::{format_file_name, parse_file_name};
 use crate::timefmt::{format_rfc3339_ms, parse_rfc3339};
 
@@ -34,31 +39,10 @@ use crate::timefmt::{format_rfc3339_ms, parse_rfc3339};
 pub const TIMESTAMP_METADATA: &str = "litestream-timestamp";
 /// DeleteObjects takes at most this many keys per request.
 const DELETE_BATCH: usize = 1000;
-/// Attempts per request, including the first. Bounded so that an unreachable endpoint
-/// fails within about ten seconds instead of hanging a prestart task.
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 5;
-
-/// Retry and timeout tuning; tests shorten it.
-#[derive(Debug, Clone)]
-pub struct S3Tuning {
-    pub max_attempts: u32,
-    pub initial_backoff: Duration,
-    pub max_backoff: Duration,
-    pub connect_timeout: Duration,
-    pub read_timeout: Duration,
-}
-
-impl Default for S3Tuning {
-    fn default() -> Self {
-        S3Tuning {
-            max_attempts: DEFAULT_MAX_ATTEMPTS,
-            initial_backoff: Duration::from_millis(250),
-            max_backoff: Duration::from_secs(5),
-            connect_timeout: Duration::from_secs(5),
-            read_timeout: Duration::from_secs(30),
-        }
-    }
-}
+/// Idle pooled connections are closed after this long (hyper's default is 90 s): a
+/// replicator is idle most of the time, and a connection to a server that froze cannot be
+/// told from a healthy idle one until it is used.
+const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A replica in an S3 bucket.
 #[derive(Debug, Clone)]
@@ -70,10 +54,12 @@ pub struct S3Replica {
     part_size: u64,
     storage_class: Option<String>,
     sse: Option<Sse>,
+    tuning: S3Tuning,
+    attempts: std::sync::Arc<AttemptLogger>,
 }
 
 impl S3Replica {
-    /// Builds the client. No request is sent.
+    /// Builds the client. No request is sent to the server.
     pub async fn new(cfg: &S3Config, tuning: &S3Tuning) -> Result<Self, StorageError> {
         let endpoint = cfg
             .endpoint
@@ -90,7 +76,12 @@ impl S3Replica {
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(tuning.connect_timeout)
-                    .read_timeout(tuning.read_timeout)
+                    .read_timeout(tuning.stall_timeout)
+                    .build(),
+            )
+            .stalled_stream_protection(
+                StalledStreamProtectionConfig::enabled()
+                    .grace_period(tuning.stall_timeout)
                     .build(),
             );
         if let (Some(id), Some(secret)) = (&cfg.access_key_id, &cfg.secret_access_key) {
@@ -105,10 +96,12 @@ impl S3Replica {
             loader = loader.region(Region::new(r));
         }
         let sdk = loader.load().await;
+        let attempts = SharedAttempts(std::sync::Arc::new(AttemptLogger::new(endpoint.clone())));
         let mut b = aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(cfg.force_path_style)
             .request_checksum_calculation(RequestChecksumCalculation::WhenRequired)
             .response_checksum_validation(ResponseChecksumValidation::WhenRequired)
+            .interceptor(attempts.clone())
             .retry_partition(
                 aws_sdk_s3::config::retry::RetryPartition::custom("liteship")
                     .token_bucket(aws_smithy_runtime::client::retries::TokenBucket::unlimited())
@@ -128,7 +121,20 @@ impl S3Replica {
             part_size: cfg.part_size,
             storage_class: cfg.storage_class.clone(),
             sse: cfg.sse.clone(),
+            tuning: tuning.clone(),
+            attempts: attempts.0,
         })
+    }
+
+    /// Timeouts for a request carrying `len` body bytes: the response may take as long as
+    /// the body needs at the minimum upload rate, plus the stall timeout.
+    fn body_timeouts(&self, len: u64) -> aws_sdk_s3::config::Builder {
+        aws_sdk_s3::config::Builder::default().timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(self.tuning.connect_timeout)
+                .read_timeout(self.tuning.response_timeout(len))
+                .build(),
+        )
     }
 
     /// SSE-C request fields (algorithm, key, key MD5), or `None`s.
@@ -142,6 +148,10 @@ impl S3Replica {
             Some(Sse::Kms { key_id }) => (Some(ServerSideEncryption::AwsKms), key_id.clone()),
             _ => (None, None),
         }
+    }
+
+    fn lease_key(&self) -> String {
+        format!("{}/{}", self.path, super::LEASE_NAME)
     }
 
     fn level_prefix(&self, level: u8) -> String {
@@ -178,6 +188,12 @@ impl S3Replica {
                         ),
                     };
                 }
+                if status == 412
+                    || code == "PreconditionFailed"
+                    || code == "ConditionalRequestConflict"
+                {
+                    return StorageError::PreconditionFailed { key: key.into() };
+                }
                 match code {
                     "NoSuchKey" => StorageError::NotFound { key: key.into() },
                     "NoSuchBucket" => self.no_such_bucket(),
@@ -199,15 +215,36 @@ impl S3Replica {
                     },
                 }
             }
-            SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => StorageError::Unreachable {
-                endpoint: self.endpoint.clone(),
-                message: error_chain(&err),
-            },
-            _ => StorageError::Other {
-                op,
-                key: key.into(),
-                message: error_chain(&err),
-            },
+            _ => {
+                let chain = error_chain(&err);
+                if is_credentials_text(&chain) {
+                    StorageError::NoCredentials {
+                        location: format!("{} (bucket {:?})", self.endpoint, self.bucket),
+                        message: chain,
+                    }
+                } else if matches!(err, SdkError::TimeoutError(_))
+                    || is_stall_text(&chain)
+                    || matches!(&err, SdkError::DispatchFailure(d) if d.is_timeout())
+                {
+                    StorageError::Stalled {
+                        op,
+                        key: key.into(),
+                        endpoint: self.endpoint.clone(),
+                        after: self.tuning.stall_timeout,
+                    }
+                } else if matches!(err, SdkError::DispatchFailure(_)) {
+                    StorageError::Unreachable {
+                        endpoint: self.endpoint.clone(),
+                        message: chain,
+                    }
+                } else {
+                    StorageError::Other {
+                        op,
+                        key: key.into(),
+                        message: chain,
+                    }
+                }
+            }
         }
     }
 
@@ -225,6 +262,7 @@ impl S3Replica {
         }
     }
 
+    /// Creates `key` (never replacing it: `If-None-Match: *`).
     async fn put(
         &self,
         key: &str,
@@ -238,6 +276,7 @@ impl S3Replica {
             .put_object()
             .bucket(&self.bucket)
             .key(key)
+            .if_none_match("*")
             .content_length(len as i64)
             .metadata(TIMESTAMP_METADATA, ts)
             .set_storage_class(self.storage_class.as_deref().map(Into::into))
@@ -247,6 +286,8 @@ impl S3Replica {
             .set_server_side_encryption(kms)
             .set_ssekms_key_id(kms_key)
             .body(body)
+            .customize()
+            .config_override(self.body_timeouts(len))
             .send()
             .await
             .map_err(|e| self.map_err("put", key, e))?;
@@ -284,6 +325,7 @@ impl S3Replica {
                     .complete_multipart_upload()
                     .bucket(&self.bucket)
                     .key(key)
+                    .if_none_match("*")
                     .upload_id(&upload_id)
                     .multipart_upload(
                         CompletedMultipartUpload::builder()
@@ -333,6 +375,7 @@ impl S3Replica {
                 break;
             }
             let last = (buf.len() as u64) < self.part_size;
+            let len = buf.len() as u64;
             let (c_alg, c_key, c_md5) = self.sse_c();
             let out = self
                 .client
@@ -345,6 +388,8 @@ impl S3Replica {
                 .set_sse_customer_key(c_key)
                 .set_sse_customer_key_md5(c_md5)
                 .body(ByteStream::from(buf))
+                .customize()
+                .config_override(self.body_timeouts(len))
                 .send()
                 .await
                 .map_err(|e| self.map_err("upload part", key, e))?;
@@ -373,7 +418,14 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         }
         cur = e.source();
     }
-    parts.join(": ")
+    // One line: chains from the credential provider carry newlines and indentation.
+    parts
+        .join(": ")
+        .split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// The HTTPS client: native roots plus the PEM bundle of `ca_bundle`, if any.
@@ -399,6 +451,7 @@ fn http_client(
             message: e.to_string(),
         })?;
     Ok(aws_smithy_http_client::Builder::new()
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
         .tls_provider(tls::Provider::Rustls(
             tls::rustls_provider::CryptoMode::AwsLc,
         ))
@@ -414,6 +467,74 @@ impl ReplicaClient for S3Replica {
 
     fn location(&self) -> String {
         format!("s3://{}/{} at {}", self.bucket, self.path, self.endpoint)
+    }
+
+    fn attempt_trouble(&self) -> Option<super::AttemptTrouble> {
+        self.attempts.trouble()
+    }
+
+    async fn read_lease(&self) -> Result<Option<(bytes::Bytes, Version)>, StorageError> {
+        let key = self.lease_key();
+        let (c_alg, c_key, c_md5) = self.sse_c();
+        let out = match self
+            .client
+            .get_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .set_sse_customer_algorithm(c_alg)
+            .set_sse_customer_key(c_key)
+            .set_sse_customer_key_md5(c_md5)
+            .send()
+            .await
+        {
+            Ok(o) => o,
+            Err(e) => {
+                return match self.map_err("get", &key, e) {
+                    StorageError::NotFound { .. } => Ok(None),
+                    other => Err(other),
+                };
+            }
+        };
+        let version = Version(out.e_tag().unwrap_or_default().to_string());
+        let body = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| StorageError::Other {
+                op: "read",
+                key: key.clone(),
+                message: e.to_string(),
+            })?
+            .into_bytes();
+        Ok(Some((body, version)))
+    }
+
+    async fn write_lease(
+        &self,
+        body: bytes::Bytes,
+        cond: Precondition,
+    ) -> Result<Version, StorageError> {
+        let key = self.lease_key();
+        let (c_alg, c_key, c_md5) = self.sse_c();
+        let (kms, kms_key) = self.sse_kms();
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .content_length(body.len() as i64)
+            .set_sse_customer_algorithm(c_alg)
+            .set_sse_customer_key(c_key)
+            .set_sse_customer_key_md5(c_md5)
+            .set_server_side_encryption(kms)
+            .set_ssekms_key_id(kms_key)
+            .body(ByteStream::from(body));
+        req = match cond {
+            Precondition::Absent => req.if_none_match("*"),
+            Precondition::Matches(v) => req.if_match(v.0),
+        };
+        let out = req.send().await.map_err(|e| self.map_err("put", &key, e))?;
+        Ok(Version(out.e_tag().unwrap_or_default().to_string()))
     }
 
     fn key(&self, level: u8, min_txid: u64, max_txid: u64) -> String {

@@ -126,7 +126,14 @@ fn parse_s3(u: &url::Url) -> Result<S3Config, String> {
             "endpoint" => cfg.endpoint = Some(ensure_endpoint_scheme(&v)),
             "region" => cfg.region = Some(v.into_owned()),
             "forcePathStyle" => path_style = Some(parse_bool(&k, &v)?),
-            "skipVerify" => cfg.skip_verify = parse_bool(&k, &v)?,
+            "skipVerify" => {
+                cfg.skip_verify = parse_bool(&k, &v)?;
+                if cfg.skip_verify {
+                    tracing::warn!(
+                        "skipVerify has no effect in liteship: TLS certificates are always verified; trust a private CA with AWS_CA_BUNDLE=/path/to/ca.pem"
+                    );
+                }
+            }
             "storageClass" | "storage-class" => cfg.storage_class = Some(v.into_owned()),
             "partSize" | "part-size" => {
                 cfg.part_size = v

@@ -4,7 +4,8 @@
 //! file the application created after a failed or skipped restore, or an old copy. Descent
 //! is known from local state only:
 //! - the meta directory's newest level-0 file (liteship's or Litestream's, same layout);
-//! - the lineage marker `restore` leaves next to the database (same file, same replica).
+//! - the lineage marker next to the database (same file, same replica), which `restore`
+//!   writes and `replicate` keeps up to date as its uploads advance.
 
 /// What is known locally and remotely at start.
 #[derive(Debug, Clone, Default)]
@@ -18,10 +19,17 @@ pub struct Facts {
     pub local_matches_remote: Option<bool>,
     /// TXID of a matching lineage marker (same file, same replica).
     pub marker_txid: Option<u64>,
+    /// A marker for this replica exists but names another file, and the database's bytes
+    /// do not continue the staged position either: the database at the path was replaced
+    /// (deleted and created again) since liteship last saw it.
+    pub marker_other_file: bool,
     /// Highest TXID in the replica (0 when empty).
     pub remote_txid: u64,
     /// `-allow-new-history`.
     pub allow_new_history: bool,
+    /// `auto-recover`: the staged files were dropped as corrupt; a marker of this very file
+    /// (same device and inode, same replica) is then enough to continue.
+    pub auto_recover: bool,
 }
 
 /// How replication starts.
@@ -50,6 +58,10 @@ pub fn decide(f: &Facts) -> Start {
         }
         return Start::Fresh;
     }
+    if f.marker_other_file && f.local_txid.is_some() {
+        let verdict = "the database file was replaced since it was last replicated (the staging directory and the lineage marker belong to a file with another identity); the staged state does not describe it".to_string();
+        return refuse_or_allow(f, verdict);
+    }
     let verdict = match (f.local_txid, f.marker_txid) {
         (Some(local), _) if local >= f.remote_txid && f.local_matches_remote != Some(false) => {
             return Start::Continue;
@@ -62,6 +74,11 @@ pub fn decide(f: &Facts) -> Start {
             f.remote_txid
         ),
         (None, Some(m)) if m == f.remote_txid => return Start::ContinueFrom { txid: m },
+        (None, Some(_)) if f.auto_recover => {
+            return Start::ContinueFrom {
+                txid: f.remote_txid,
+            };
+        }
         (None, Some(m)) => format!(
             "it was restored at txid {m:016x} but the replica now holds txid {:016x}",
             f.remote_txid
@@ -71,6 +88,10 @@ pub fn decide(f: &Facts) -> Start {
             f.remote_txid
         ),
     };
+    refuse_or_allow(f, verdict)
+}
+
+fn refuse_or_allow(f: &Facts, verdict: String) -> Start {
     if f.allow_new_history {
         return Start::NewHistory {
             after: f.remote_txid,
@@ -144,5 +165,20 @@ mod tests {
             ..facts(Some(5), None, 5)
         };
         assert!(matches!(decide(&diverged), Start::Refuse(m) if m.contains("another writer")));
+        let recovered = Facts {
+            auto_recover: true,
+            ..facts(None, Some(3), 5)
+        };
+        assert_eq!(decide(&recovered), Start::ContinueFrom { txid: 5 });
+        let stranger = Facts {
+            auto_recover: true,
+            ..facts(None, None, 5)
+        };
+        assert!(matches!(decide(&stranger), Start::Refuse(_)));
+        let replaced = Facts {
+            marker_other_file: true,
+            ..facts(Some(5), None, 5)
+        };
+        assert!(matches!(decide(&replaced), Start::Refuse(m) if m.contains("was replaced")));
     }
 }

@@ -5,8 +5,11 @@
 use std::path::PathBuf;
 use std::time::{Instant, SystemTime};
 
+use super::error::ReplicateError;
+use super::health::Component;
 use super::remote::RemoteIndex;
 use super::task::{DbReplicator, window_start};
+use super::verify::VerifySchedule;
 use crate::replica::{LtxFileInfo, SNAPSHOT_LEVEL};
 
 /// When each periodic job last ran (window starts in ms since the epoch).
@@ -15,44 +18,41 @@ pub struct Schedule {
     compacted: Vec<Option<u64>>,
     snapshot: Option<u64>,
     l0_checked: Option<Instant>,
+    verify: VerifySchedule,
+    /// Level 0's and level 1's newest TXIDs when staged files were last cleaned up.
+    cleaned_at: Option<(u64, u64)>,
 }
 
 impl DbReplicator {
-    pub(crate) async fn maintain(
-        &self,
-        remote: &mut RemoteIndex,
-        sched: &mut Schedule,
-    ) -> anyhow::Result<()> {
-        // Every job runs even when an earlier one failed (a compaction that keeps failing
-        // must not stop snapshots); all failures are returned together. A failed job keeps
-        // its schedule, so it runs again on the next tick.
-        let mut failed: Vec<String> = Vec::new();
-        let mut note = |res: anyhow::Result<()>, what: &str| {
-            res.map_err(|e| failed.push(format!("{what}: {e:#}")))
-                .is_ok()
-        };
+    /// Runs the periodic jobs that are due. Every job runs even when an earlier one failed
+    /// (a compaction that keeps failing must not stop snapshots); each failure is reported
+    /// and counted, and the failed job keeps its schedule so it runs again on the next tick.
+    pub(crate) async fn maintain(&self, remote: &mut RemoteIndex, sched: &mut Schedule) {
+        // First make sure the index is true: the jobs below act on it.
+        self.verify_if_due(remote, &mut sched.verify).await;
+        let mut failures = Vec::new();
         let now = SystemTime::now();
         sched.compacted.resize(self.g.levels.len(), None);
         for (i, interval) in self.g.levels.clone().into_iter().enumerate() {
             let window = window_start(now, interval);
             if sched.compacted[i] != Some(window) {
-                let res = self.compact_level(remote, i as u8, (i + 1) as u8).await;
-                if note(res, &format!("compaction into level {}", i + 1)) {
-                    sched.compacted[i] = Some(window);
+                match self.compact_level(remote, i as u8, (i + 1) as u8).await {
+                    Ok(()) => sched.compacted[i] = Some(window),
+                    Err(e) => failures.push((format!("compaction into level {}", i + 1), e)),
                 }
             }
         }
         let window = window_start(now, self.g.snapshot_interval);
-        if sched.snapshot != Some(window) {
+        if sched.snapshot != Some(window) || remote.needs_snapshot {
             match self.snapshot(remote).await {
                 Ok(true) => {
                     sched.snapshot = Some(window);
-                    note(self.snapshot_retention(remote).await, "snapshot retention");
+                    if let Err(e) = self.snapshot_retention(remote).await {
+                        failures.push(("snapshot retention".into(), e));
+                    }
                 }
                 Ok(false) => {}
-                Err(e) => {
-                    note(Err(e), "snapshot");
-                }
+                Err(e) => failures.push(("snapshot".into(), e)),
             }
         }
         if sched
@@ -60,14 +60,40 @@ impl DbReplicator {
             .is_none_or(|t| t.elapsed() >= self.g.l0_retention_check_interval)
         {
             sched.l0_checked = Some(Instant::now());
-            note(self.l0_retention(remote).await, "level-0 retention");
+            if let Err(e) = self.l0_retention(remote).await {
+                failures.push(("level-0 retention".into(), e));
+            }
         }
-        self.remove_uploaded(remote);
-        if failed.is_empty() {
-            Ok(())
-        } else {
-            Err(anyhow::anyhow!(failed.join("; ")))
+        let marks = (remote.level_max(0), remote.level_max(1));
+        if sched.cleaned_at != Some(marks) {
+            match self.remove_uploaded(remote).await {
+                Ok(()) => sched.cleaned_at = Some(marks),
+                Err(e) => failures.push(("removing uploaded staged files".into(), e)),
+            }
         }
+        self.report_maintenance(failures);
+        self.note_chain_start(remote);
+    }
+
+    fn report_maintenance(&self, failures: Vec<(String, ReplicateError)>) {
+        if failures.is_empty() {
+            self.health.clear(Component::Maintenance);
+            return;
+        }
+        self.metrics
+            .maintenance_errors
+            .with_label_values(&[self.label.as_str()])
+            .inc_by(failures.len() as u64);
+        let cause = failures[0].1.cause();
+        let text: Vec<String> = failures
+            .iter()
+            .map(|(what, e)| format!("{what}: {e}"))
+            .collect();
+        self.health.report(
+            Component::Maintenance,
+            cause,
+            &format!("{}; retrying on the next tick", text.join("; ")),
+        );
     }
 
     /// Compacts the files of `src` above `dst`'s newest TXID into one `dst` file.
@@ -76,7 +102,7 @@ impl DbReplicator {
         remote: &mut RemoteIndex,
         src: u8,
         dst: u8,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), ReplicateError> {
         let floor = remote.level_max(dst);
         let inputs: Vec<LtxFileInfo> = remote
             .level(src)
@@ -88,30 +114,19 @@ impl DbReplicator {
             return Ok(());
         }
         if floor > 0 && inputs[0].min_txid != floor + 1 {
-            anyhow::bail!(
+            return Err(ReplicateError::Replica(format!(
                 "cannot compact level {src} into {dst}: level {dst} ends at {floor:016x} but level {src} continues at {:016x}",
                 inputs[0].min_txid
-            );
+            )));
         }
-        let work = self.work_dir()?;
+        let work = self.work_dir().await?;
         let mut paths = Vec::new();
         for (i, f) in inputs.iter().enumerate() {
             paths.push(self.local_copy(f, &work, i).await?);
         }
         let out = work.join("compacted.ltx");
-        let out2 = out.clone();
-        let paths2 = paths.clone();
-        let header = tokio::task::spawn_blocking(move || -> anyhow::Result<crate::ltx::Header> {
-            let readers = paths2
-                .iter()
-                .map(|p| std::fs::File::open(p).map(std::io::BufReader::new))
-                .collect::<Result<Vec<_>, _>>()?;
-            let w = std::io::BufWriter::new(std::fs::File::create(&out2)?);
-            let (w, header, _) = crate::ltx::compact(readers, w)?;
-            w.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-            Ok(header)
-        })
-        .await??;
+        let (out2, paths2) = (out.clone(), paths.clone());
+        let header = tokio::task::spawn_blocking(move || compact_files(&paths2, &out2)).await??;
         let info = self
             .put_file(
                 dst,
@@ -123,23 +138,29 @@ impl DbReplicator {
             .await?;
         tracing::info!(db = %self.label, level = dst, txid.min = format!("{:016x}", info.min_txid), txid.max = format!("{:016x}", info.max_txid), size = info.size, "compaction complete");
         remote.add(info);
-        for p in paths.iter().chain([&out]) {
-            if p.starts_with(&work) {
+        let doomed: Vec<PathBuf> = paths
+            .into_iter()
+            .chain([out])
+            .filter(|p| p.starts_with(&work))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            for p in doomed {
                 let _ = std::fs::remove_file(p);
             }
-        }
+        })
+        .await?;
         Ok(())
     }
 
-    fn work_dir(&self) -> anyhow::Result<PathBuf> {
-        let dir = self
-            .db()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .meta
-            .liteship_dir
-            .join("work");
-        std::fs::create_dir_all(&dir)?;
+    /// `<marker dir>/work`, created if needed.
+    async fn work_dir(&self) -> Result<PathBuf, ReplicateError> {
+        let dir = self.meta.liteship_dir.join("work");
+        let d = dir.clone();
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&d)
+                .map_err(|e| crate::fsutil::FsError::new("create directory", &d, e))
+        })
+        .await??;
         Ok(dir)
     }
 
@@ -150,53 +171,51 @@ impl DbReplicator {
         f: &LtxFileInfo,
         work: &std::path::Path,
         i: usize,
-    ) -> anyhow::Result<PathBuf> {
+    ) -> Result<PathBuf, ReplicateError> {
         if f.level == 0 {
-            let staged = self
-                .db()
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .meta
-                .l0_path(f.min_txid);
-            if staged.exists() {
+            let staged = self.meta.l0_path(f.min_txid);
+            let s2 = staged.clone();
+            if tokio::task::spawn_blocking(move || s2.exists()).await? {
                 return Ok(staged);
             }
         }
         let path = work.join(format!("input-{i}.ltx"));
         let started = Instant::now();
-        let res = crate::restore::fetch::download_to_file(self.client.clone(), f, &path).await;
+        let res = crate::replica::read::download_to_file(self.client.clone(), f, &path).await;
         self.record_op("GET", started, Some(f.size), res.as_ref().err());
         res?;
         Ok(path)
     }
 
-    /// Writes a level-9 snapshot when the replica's newest one is behind the position.
-    /// `Ok(true)` when the replica holds a snapshot at the position afterwards.
-    async fn snapshot(&self, remote: &mut RemoteIndex) -> anyhow::Result<bool> {
+    /// Writes a level-9 snapshot when the replica's newest one is behind the position (or
+    /// the replica lost its restorable state). `Ok(true)` when the replica holds a snapshot
+    /// at the position afterwards.
+    async fn snapshot(&self, remote: &mut RemoteIndex) -> Result<bool, ReplicateError> {
         let uploaded = remote.level_max(0);
-        if uploaded == 0 || remote.level_max(SNAPSHOT_LEVEL) >= uploaded {
+        if uploaded == 0 || (remote.level_max(SNAPSHOT_LEVEL) >= uploaded && !remote.needs_snapshot)
+        {
             return Ok(uploaded > 0);
         }
-        let work = self.work_dir()?;
-        let path = work.join("snapshot.ltx");
-        let db = self.db();
+        let path = self.work_dir().await?.join("snapshot.ltx");
         let p2 = path.clone();
-        let res = tokio::task::spawn_blocking(move || {
-            let mut db = db.lock().unwrap_or_else(|e| e.into_inner());
-            if db.pos.map(|p| p.txid) != Some(uploaded) {
-                return Ok(None); // new changes are on their way; snapshot at the next tick
-            }
-            db.write_snapshot(&p2, crate::timefmt::now_ms()).map(Some)
-        })
-        .await?;
-        let Some((header, _)) = (match res {
-            Ok(h) => h,
+        let res = self
+            .db()
+            .call(move |db| {
+                // Only at the uploaded position, so that no level holds a TXID beyond level
+                // 0's newest (a reset to the replica position then never reuses a TXID).
+                if db.position().map(|p| p.txid) != Some(uploaded) {
+                    return Ok(None); // new changes are on their way; snapshot at the next tick
+                }
+                db.write_snapshot(&p2, crate::timefmt::now_ms()).map(Some)
+            })
+            .await?;
+        let header = match res {
+            Ok(Some((h, _))) => h,
+            Ok(None) => return Ok(false),
             Err(e) => {
                 tracing::debug!(db = %self.label, error = %e, "snapshot postponed");
-                None
+                return Ok(false);
             }
-        }) else {
-            return Ok(false);
         };
         let res = self
             .put_file(
@@ -207,10 +226,14 @@ impl DbReplicator {
                 header.timestamp_ms,
             )
             .await;
-        let _ = std::fs::remove_file(&path);
+        let _ = tokio::task::spawn_blocking(move || std::fs::remove_file(path)).await;
         let info = res?;
         tracing::info!(db = %self.label, txid = format!("{:016x}", info.max_txid), size = info.size, "snapshot complete");
         remote.add(info);
+        if remote.needs_snapshot {
+            remote.needs_snapshot = false;
+            remote.verify_soon = true;
+        }
         Ok(true)
     }
 
@@ -219,10 +242,11 @@ impl DbReplicator {
         remote: &mut RemoteIndex,
         level: u8,
         files: Vec<(u64, u64)>,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), ReplicateError> {
         if files.is_empty() || !self.g.retention_enabled {
             return Ok(());
         }
+        self.hold_lease().await?;
         let started = Instant::now();
         let res = self.client.delete(level, &files).await;
         self.record_op("DELETE", started, None, res.as_ref().err());
@@ -237,7 +261,7 @@ impl DbReplicator {
 
     /// Deletes level-0 files compacted into level 1 and older than `l0-retention`, oldest
     /// first, stopping at the first one too recent; never the newest level-0 file.
-    async fn l0_retention(&self, remote: &mut RemoteIndex) -> anyhow::Result<()> {
+    async fn l0_retention(&self, remote: &mut RemoteIndex) -> Result<(), ReplicateError> {
         if self.g.l0_retention.is_zero() || self.g.levels.is_empty() {
             return Ok(());
         }
@@ -260,7 +284,7 @@ impl DbReplicator {
 
     /// Deletes snapshots older than the retention (never the newest), and lower-level files
     /// that no plan starting at the oldest kept snapshot's predecessor can need.
-    async fn snapshot_retention(&self, remote: &mut RemoteIndex) -> anyhow::Result<()> {
+    async fn snapshot_retention(&self, remote: &mut RemoteIndex) -> Result<(), ReplicateError> {
         let cutoff = SystemTime::now() - self.g.snapshot_retention;
         let snaps = remote.level(SNAPSHOT_LEVEL).to_vec();
         let Some(first_kept) = snaps
@@ -288,4 +312,33 @@ impl DbReplicator {
         }
         Ok(())
     }
+}
+
+/// Compacts the LTX files at `inputs` into `out` (fsynced); returns the output header.
+fn compact_files(
+    inputs: &[PathBuf],
+    out: &std::path::Path,
+) -> Result<crate::ltx::Header, ReplicateError> {
+    use crate::fsutil::FsError;
+    let readers = inputs
+        .iter()
+        .map(|p| {
+            std::fs::File::open(p)
+                .map(std::io::BufReader::new)
+                .map_err(|e| FsError::new("open", p, e))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let file = std::fs::File::create(out).map_err(|e| FsError::new("create", out, e))?;
+    let (w, header, _) =
+        crate::ltx::compact(readers, std::io::BufWriter::new(file)).map_err(|source| {
+            ReplicateError::Compact {
+                context: format!("compact into {}", out.display()),
+                source,
+            }
+        })?;
+    w.into_inner()
+        .map_err(|e| FsError::new("write", out, e.into_error()))?
+        .sync_all()
+        .map_err(|e| FsError::new("fsync", out, e))?;
+    Ok(header)
 }

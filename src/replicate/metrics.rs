@@ -30,6 +30,10 @@ pub struct Metrics {
     pub full_images: IntCounterVec,
     pub maintenance_errors: IntCounterVec,
     pub refused: IntGaugeVec,
+    pub state: IntGaugeVec,
+    pub errors: IntCounterVec,
+    pub lease_held: IntGaugeVec,
+    pub conditional_writes: IntGaugeVec,
 }
 
 fn int_gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -137,7 +141,7 @@ impl Metrics {
             lag_seconds: gauge(
                 &r,
                 "liteship_replication_lag_seconds",
-                "Age of the oldest level-0 file not yet uploaded (0 when caught up)",
+                "Age of the oldest committed change not yet durable in the replica (0 when caught up)",
                 &["db"],
             ),
             staging_bytes: int_gauge(
@@ -170,6 +174,30 @@ impl Metrics {
                 "1 while a database is refused (it does not descend from the replica)",
                 &["db"],
             ),
+            state: int_gauge(
+                &r,
+                "liteship_db_state",
+                "1 for the database's current health state (starting, ready, degraded, failed)",
+                &["db", "state"],
+            ),
+            errors: counter(
+                &r,
+                "liteship_errors_total",
+                "Failures by component (sync, upload, …) and cause (unreachable, disk_full, …)",
+                &["db", "component", "cause"],
+            ),
+            lease_held: int_gauge(
+                &r,
+                "liteship_lease_held",
+                "1 while this process holds the replica's writer lease",
+                &["db"],
+            ),
+            conditional_writes: int_gauge(
+                &r,
+                "liteship_conditional_writes",
+                "1 when the replica honours conditional writes (the lease protects it), 0 when the server ignores them, -1 before the probe",
+                &["db"],
+            ),
             registry: r,
         }
     }
@@ -179,6 +207,12 @@ impl Metrics {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
     }
 }
 

@@ -1,36 +1,53 @@
-//! `replicate`: runs every configured database's replicator, the HTTP endpoints and the
-//! optional `-exec` child until SIGTERM/SIGINT (a second signal aborts the final upload).
+//! `replicate`: every configured database's replicator and the HTTP endpoints, from start-up
+//! checks to the exit status.
 //!
-//! Layout: [`task`] (start-up, sync loop), [`upload`] (upload loop, shutdown), [`maintain`]
-//! (compaction, snapshots, retention), [`lineage`] (may this database continue the replica),
-//! [`remote`] (in-memory replica index), [`metrics`], [`status`], [`http`].
+//! Layout:
+//! - [`task`]: one database's start-up (read-only checks, listing, lineage, open);
+//! - [`sync_loop`]: WAL -> staged level-0 files and checkpoints, every `monitor-interval`;
+//! - [`upload`]: staged files -> replica, and the staging limit;
+//! - [`maintain`]: compaction, snapshots, retention, and the periodic replica check;
+//! - [`finish`]: the final sync, upload and verification that decide the exit status;
+//! - [`health`]: the per-database state every loop reports into; [`error`]: typed errors
+//!   and their causes; [`shutdown`]: the shutdown signal;
+//! - [`lineage`], [`remote`], [`metrics`], [`http`].
+//!
+//! Invariants: a database that fails the read-only checks at start stops the process
+//! before an `-exec` child is started; a refused database is never written to; every
+//! failure reaches [`health::Health`] (ERROR line, metric, `/readyz`); the process exits 0
+//! only when every database's committed changes up to its last sync are in a restorable
+//! replica, checked by a listing at shutdown.
 
+pub mod error;
+pub mod finish;
+pub mod health;
 pub mod http;
+pub mod lease;
 pub mod lineage;
 pub mod maintain;
 pub mod metrics;
 pub mod remote;
-pub mod status;
+pub mod shutdown;
+pub mod sync_loop;
 pub mod task;
 pub mod upload;
+pub mod verify;
 
-use std::process::ExitCode;
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use tokio::sync::watch;
-
+pub use error::{Cause, ReplicateError};
+pub use finish::DbOutcome;
+pub use shutdown::{Shutdown, ShutdownTrigger};
 pub use task::{DbReplicator, Globals};
 
 use crate::config::DbConfig;
 use crate::replica::ReplicaClient;
+use health::Health;
 use metrics::Metrics;
-use status::Status;
 
-/// What `run` needs beyond the databases.
+/// What [`start`] needs beyond the databases.
 pub struct RunOptions {
     pub addr: Option<String>,
-    pub exec: Option<String>,
     pub globals: Globals,
 }
 
@@ -40,181 +57,154 @@ pub struct Prepared {
     pub client: Arc<dyn ReplicaClient>,
 }
 
-/// Replicates until a signal (or the `-exec` child's exit); returns the exit code.
-pub async fn run(dbs: Vec<Prepared>, opts: RunOptions) -> anyhow::Result<ExitCode> {
+/// Why replication could not start (the process exits 1 before any `-exec` child).
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(String),
+    #[error("listen on {addr}: {source}; check the addr setting or -addr")]
+    Listen {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Replication in progress.
+pub struct Running {
+    tasks: Vec<(String, tokio::task::JoinHandle<DbOutcome>)>,
+    server: Option<tokio::task::JoinHandle<()>>,
+    trigger: Arc<ShutdownTrigger>,
+    pub healths: Vec<Arc<Health>>,
+    pub metrics: Arc<Metrics>,
+    pub local_addr: Option<std::net::SocketAddr>,
+}
+
+/// Checks every database that exists (read-only), binds the HTTP address and starts one
+/// replicator per database.
+pub async fn start(dbs: Vec<Prepared>, opts: RunOptions) -> Result<Running, StartError> {
+    check_distinct(&dbs)?;
+    let mut locks = Vec::new();
+    for p in &dbs {
+        let cfg = p.cfg.clone();
+        let lock = tokio::task::spawn_blocking(move || {
+            let meta = crate::db::Meta::new(&cfg.path, cfg.meta_path.as_deref());
+            let lock = crate::db::lock::ReplicateLock::acquire(&meta, &cfg.path)
+                .map_err(|e| e.to_string())?;
+            task::check_local_files(&cfg)?;
+            Ok::<_, String>(lock)
+        })
+        .await
+        .map_err(|e| StartError::Config(format!("start-up check failed: {e}")))?
+        .map_err(StartError::Config)?;
+        locks.push(lock);
+    }
     let metrics = Arc::new(Metrics::new());
     let globals = Arc::new(opts.globals);
-    let (tx, rx) = watch::channel(0u8);
-    let mut statuses = Vec::new();
-    let mut tasks = Vec::new();
+    let (trigger, shutdown) = shutdown::channel();
+    let mut healths = Vec::new();
+    let mut replicators = Vec::new();
     for p in dbs {
-        let status = Arc::new(Status::new(p.cfg.path.display().to_string()));
-        statuses.push(status.clone());
-        let r = DbReplicator::new(p.cfg, globals.clone(), p.client, metrics.clone(), status);
-        tasks.push(tokio::spawn(r.run(rx.clone())));
+        let label = p.cfg.path.display().to_string();
+        let health = Arc::new(Health::new(label, metrics.clone()));
+        healths.push(health.clone());
+        replicators.push(DbReplicator::new(
+            p.cfg,
+            globals.clone(),
+            p.client,
+            metrics.clone(),
+            health,
+        ));
     }
-    let max_lag = Duration::from_secs(30);
-    let server = match &opts.addr {
-        Some(addr) => Some(
-            http::serve(
-                addr,
-                http::HttpState {
-                    metrics: metrics.clone(),
-                    statuses,
-                    max_lag,
-                },
-            )
-            .await?,
-        ),
-        None => None,
-    };
-    let child = match &opts.exec {
-        Some(cmd) => Some(spawn_exec(cmd)?),
-        None => None,
-    };
-    let child_status = wait_for_stop(child, &tx).await?;
-    let mut all_ok = true;
-    for t in tasks {
-        match t.await {
-            Ok(Ok(ok)) => all_ok &= ok,
-            Ok(Err(e)) => {
-                tracing::error!(error = %format!("{e:#}"), "replication stopped with an error");
-                all_ok = false;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "replication task failed");
-                all_ok = false;
-            }
+    let (server, local_addr) = match &opts.addr {
+        Some(addr) => {
+            let state = http::HttpState {
+                metrics: metrics.clone(),
+                healths: healths.clone(),
+            };
+            let (h, a) = http::serve(addr, state).await?;
+            (Some(h), Some(a))
         }
-    }
-    if let Some(s) = server {
-        s.abort();
-    }
-    tracing::info!("liteship shut down");
-    Ok(match child_status {
-        Some(code) => ExitCode::from(code),
-        None if all_ok => ExitCode::SUCCESS,
-        None => ExitCode::FAILURE,
+        None => (None, None),
+    };
+    let tasks = replicators
+        .into_iter()
+        .zip(locks)
+        .map(|(r, lock)| {
+            let shutdown = shutdown.clone();
+            let label = r.label.clone();
+            let task = tokio::spawn(async move {
+                let outcome = r.run(shutdown).await;
+                drop(lock); // held for as long as the replicator runs
+                outcome
+            });
+            (label, task)
+        })
+        .collect();
+    Ok(Running {
+        tasks,
+        server,
+        trigger: Arc::new(trigger),
+        healths,
+        metrics,
+        local_addr,
     })
 }
 
-fn spawn_exec(cmd: &str) -> anyhow::Result<tokio::process::Child> {
-    let words = shell_words(cmd);
-    let (prog, args) = words
-        .split_first()
-        .ok_or_else(|| anyhow::anyhow!("-exec is empty"))?;
-    tracing::info!(command = %cmd, "starting the application");
-    tokio::process::Command::new(prog)
-        .args(args)
-        .kill_on_drop(false)
-        .spawn()
-        .map_err(|e| anyhow::anyhow!("start -exec command {prog:?}: {e}"))
-}
-
-/// Waits for SIGTERM/SIGINT (forwarded to the child) or the child's exit, then tells the
-/// replicators to stop; a second signal aborts their final upload. Returns the child's
-/// exit code, if there is a child.
-async fn wait_for_stop(
-    mut child: Option<tokio::process::Child>,
-    tx: &watch::Sender<u8>,
-) -> anyhow::Result<Option<u8>> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate())?;
-    let mut int = signal(SignalKind::interrupt())?;
-    let mut code = None;
-    let sig = tokio::select! {
-        _ = term.recv() => Some(libc::SIGTERM),
-        _ = int.recv() => Some(libc::SIGINT),
-        status = async { match child.as_mut() { Some(c) => c.wait().await, None => std::future::pending().await } } => {
-            let s = status?;
-            tracing::info!(status = %s, "the application exited");
-            code = Some(exit_code(s));
-            None
+/// Two entries for one database, or two databases sharing one replica, would interleave
+/// two histories; both are start-up errors naming the entries.
+fn check_distinct(dbs: &[Prepared]) -> Result<(), StartError> {
+    let mut paths: HashMap<std::path::PathBuf, usize> = HashMap::new();
+    let mut replicas: HashMap<String, usize> = HashMap::new();
+    for (i, p) in dbs.iter().enumerate() {
+        let path = std::path::absolute(&p.cfg.path).unwrap_or_else(|_| p.cfg.path.clone());
+        if let Some(j) = paths.insert(path.clone(), i) {
+            return Err(StartError::Config(format!(
+                "dbs[{j}] and dbs[{i}] are the same database {}: list each database once",
+                path.display()
+            )));
         }
-    };
-    if let Some(sig) = sig {
-        tracing::info!(signal = sig, "signal received, liteship shutting down");
-        if let Some(c) = child.as_mut() {
-            if let Some(pid) = c.id() {
-                // SAFETY: pid is our live child.
-                unsafe { libc::kill(pid as i32, sig) };
-            }
-            code = Some(exit_code(c.wait().await?));
+        let loc = p.client.location();
+        if let Some(j) = replicas.insert(loc.clone(), i) {
+            return Err(StartError::Config(format!(
+                "dbs[{j}] ({}) and dbs[{i}] ({}) replicate to the same replica {loc}: give each database its own replica path",
+                dbs[j].cfg.path.display(),
+                p.cfg.path.display()
+            )));
         }
     }
-    let _ = tx.send(1);
-    let tx2 = tx.clone();
-    tokio::spawn(async move {
-        tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
-        tracing::warn!("second signal: aborting the final upload");
-        let _ = tx2.send(2);
-    });
-    Ok(code)
+    Ok(())
 }
 
-fn exit_code(s: std::process::ExitStatus) -> u8 {
-    use std::os::unix::process::ExitStatusExt;
-    match (s.code(), s.signal()) {
-        (Some(c), _) => c.clamp(0, 255) as u8,
-        (None, Some(sig)) => (128 + sig).clamp(0, 255) as u8,
-        _ => 1,
+impl Running {
+    /// Asks every replicator to finish within `timeout` (the final sync, upload and check).
+    pub fn stop(&self, timeout: std::time::Duration) {
+        self.trigger.stop(timeout);
     }
-}
 
-/// Splits a command line shell-words style: whitespace separates words; single and double
-/// quotes group; backslash escapes the next character outside single quotes.
-pub fn shell_words(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut chars = s.chars();
-    let mut quote: Option<char> = None;
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (Some(q), c) if c == q => quote = None,
-            (Some('\''), c) => cur.push(c),
-            (_, '\\') => {
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                }
-                in_word = true;
-            }
-            (None, '\'' | '"') => {
-                quote = Some(c);
-                in_word = true;
-            }
-            (None, c) if c.is_whitespace() => {
-                if in_word {
-                    out.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            (_, c) => {
-                cur.push(c);
-                in_word = true;
-            }
+    /// Cancels whatever is still in flight.
+    pub fn abort(&self) {
+        self.trigger.abort();
+    }
+
+    /// A handle that can stop or abort after [`Running::finish`] took the replicators.
+    pub fn trigger(&self) -> Arc<ShutdownTrigger> {
+        self.trigger.clone()
+    }
+
+    /// Waits for every replicator; `true` when every database's committed changes are in a
+    /// restorable replica (or it had none). Each problem is logged as an ERROR.
+    pub async fn finish(self) -> bool {
+        let mut all_ok = true;
+        for (label, t) in self.tasks {
+            let outcome = t
+                .await
+                .unwrap_or_else(|e| DbOutcome::Failed(format!("replication task failed: {e}")));
+            all_ok &= outcome.report(&label);
         }
-    }
-    if in_word {
-        out.push(cur);
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shell_words_split() {
-        assert_eq!(
-            shell_words("node server.js --port 5055"),
-            vec!["node", "server.js", "--port", "5055"]
-        );
-        assert_eq!(
-            shell_words(r#"sh -c "echo 'a b'" x\ y"#),
-            vec!["sh", "-c", "echo 'a b'", "x y"]
-        );
-        assert_eq!(shell_words("  "), Vec::<String>::new());
+        if let Some(s) = self.server {
+            s.abort();
+        }
+        all_ok
     }
 }

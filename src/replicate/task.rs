@@ -1,26 +1,34 @@
-//! One database's replication: start-up (open, list the replica once, decide lineage), then
-//! two loops that share the [`Db`] behind a mutex:
-//! - the sync loop turns WAL frames into staged level-0 files and runs checkpoints, every
-//!   `monitor-interval`, never waiting for the network;
-//! - the upload loop ships staged files from the replica position, then compacts, snapshots
-//!   and enforces retention; when nothing changed it sends no request at all.
+//! One database's replicator and its start-up:
+//! 1. wait for the database file, then check it read-only (a SQLite file, readable; the
+//!    newest staged file verifies, or `auto-recover` drops the corrupt ones);
+//! 2. list the replica once (retried with backoff, every failure reported);
+//! 3. decide from local facts whether this database may continue the replica
+//!    ([`super::lineage`]); a refused database is never opened, so it stays untouched;
+//! 4. open it (WAL mode, the pin) and start the sync and upload loops.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime};
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::Notify;
 
+use super::error::{Cause, ReplicateError};
+use super::finish::DbOutcome;
+use super::health::{Component, Health, Restorable};
+use super::lease::{Lease, LeaseError};
 use super::lineage::{Facts, Start, decide};
 use super::metrics::Metrics;
 use super::remote::RemoteIndex;
-use super::status::Status;
+use super::shutdown::Shutdown;
 use crate::config::DbConfig;
-use crate::db::{Db, DbOptions, Lineage};
+use crate::db::preflight::{self, DbFile};
+use crate::db::{Db, DbHandle, DbOptions, Lineage, Meta};
 use crate::replica::ReplicaClient;
 
-/// Longest wait between failing syncs. Litestream waits up to 5 minutes; the WAL keeps the
-/// data meanwhile, but a short cap means a fixed disk is noticed within seconds.
-const SYNC_ERROR_BACKOFF_MAX: Duration = Duration::from_secs(15);
+/// First and longest wait between attempts to list the replica at start. An unreachable
+/// bucket at start-up is an error to report and retry, not a reason to exit; 30 s keeps
+/// the retries cheap while still noticing a recovered server quickly.
+const LIST_RETRY_FIRST: Duration = Duration::from_secs(1);
+const LIST_RETRY_MAX: Duration = Duration::from_secs(30);
 
 /// Settings shared by every database of the process.
 #[derive(Debug, Clone)]
@@ -36,6 +44,8 @@ pub struct Globals {
     /// Staged bytes beyond which pending files are replaced by one full image.
     pub staging_limit: u64,
     pub allow_new_history: bool,
+    /// TTL of the replica's writer lease.
+    pub lease_ttl: Duration,
 }
 
 impl Globals {
@@ -56,12 +66,10 @@ impl Globals {
             shutdown_sync_interval: cfg.shutdown_sync_interval,
             staging_limit,
             allow_new_history,
+            lease_ttl: cfg.lease_ttl,
         }
     }
 }
-
-/// Shutdown signal: 0 running, 1 stop gracefully, 2 abort.
-pub type Shutdown = watch::Receiver<u8>;
 
 /// Everything one database's loops share.
 pub struct DbReplicator {
@@ -69,30 +77,26 @@ pub struct DbReplicator {
     pub g: Arc<Globals>,
     pub client: Arc<dyn ReplicaClient>,
     pub metrics: Arc<Metrics>,
-    pub status: Arc<Status>,
+    pub health: Arc<Health>,
     pub label: String,
-    pub(crate) db: Option<Arc<Mutex<Db>>>,
-    pub(crate) staged_notify: Arc<Notify>,
+    /// The staging and marker directories (paths only; no I/O).
+    pub(crate) meta: Meta,
+    db: OnceLock<DbHandle>,
+    pub(crate) staged_notify: Notify,
+    /// Failed attempts of the replica client already reported.
+    pub(crate) attempts_seen: std::sync::atomic::AtomicU64,
+    /// The replica's writer lease.
+    pub(crate) lease: Lease,
 }
 
-/// Logs an error at most once per `every` (Litestream floods logs otherwise).
-pub(crate) struct RateLimited {
-    last: Option<Instant>,
-    every: Duration,
-}
-
-impl RateLimited {
-    pub(crate) fn new(every: Duration) -> Self {
-        RateLimited { last: None, every }
-    }
-
-    pub(crate) fn ready(&mut self) -> bool {
-        if self.last.is_none_or(|t| t.elapsed() >= self.every) {
-            self.last = Some(Instant::now());
-            return true;
-        }
-        false
-    }
+/// How start-up ended.
+enum Started {
+    Running(RemoteIndex),
+    /// Shut down before the database existed.
+    Stopped,
+    /// Shut down before the replica could be listed (why).
+    NeverListed(String),
+    Fatal(String),
 }
 
 impl DbReplicator {
@@ -101,54 +105,103 @@ impl DbReplicator {
         g: Arc<Globals>,
         client: Arc<dyn ReplicaClient>,
         metrics: Arc<Metrics>,
-        status: Arc<Status>,
+        health: Arc<Health>,
     ) -> Self {
         let label = cfg.path.display().to_string();
+        let meta = Meta::new(&cfg.path, cfg.meta_path.as_deref());
+        let lease = Lease::new(&label, String::new(), g.lease_ttl);
+        metrics.lease_held.with_label_values(&[&label]).set(0);
+        metrics
+            .conditional_writes
+            .with_label_values(&[&label])
+            .set(-1);
         DbReplicator {
             cfg,
             g,
             client,
             metrics,
-            status,
+            health,
             label,
-            db: None,
-            staged_notify: Arc::new(Notify::new()),
+            meta,
+            db: OnceLock::new(),
+            staged_notify: Notify::new(),
+            attempts_seen: Default::default(),
+            lease,
         }
     }
 
-    pub(crate) fn db(&self) -> Arc<Mutex<Db>> {
-        self.db.clone().expect("database opened")
+    /// The open database. Only called by the loops, which start after it is opened.
+    pub(crate) fn db(&self) -> &DbHandle {
+        self.db
+            .get()
+            .expect("the loops start after the database is opened")
     }
 
-    /// Runs until shutdown. `Ok(true)` when everything staged reached the replica.
-    pub async fn run(mut self, mut shutdown: Shutdown) -> anyhow::Result<bool> {
-        if !self.wait_for_database(&mut shutdown).await {
-            return Ok(true);
-        }
-        let opts = DbOptions {
-            busy_timeout: self.cfg.busy_timeout,
-            min_checkpoint_page_count: self.cfg.min_checkpoint_page_count,
-            truncate_page_n: self.cfg.truncate_page_n,
-            checkpoint_interval: self.cfg.checkpoint_interval,
-            max_sync_wal_bytes: self.cfg.max_sync_wal_bytes,
-        };
-        let (path, meta_path) = (self.cfg.path.clone(), self.cfg.meta_path.clone());
-        let db = tokio::task::spawn_blocking(move || Db::open(&path, meta_path.as_deref(), opts))
-            .await??;
-        self.db = Some(Arc::new(Mutex::new(db)));
-        let Some(mut remote) = self.load_remote(&mut shutdown).await else {
-            return Ok(true);
-        };
-        if !self.start(&mut remote).await? {
-            let _ = shutdown.changed().await;
-            return Ok(true);
-        }
-        tracing::info!(db = %self.label, replica = %self.client.location(), "replicating");
+    /// Runs until shutdown; the outcome decides the exit status.
+    pub async fn run(self, mut shutdown: Shutdown) -> DbOutcome {
         let me = Arc::new(self);
+        let remote = match me.start(&mut shutdown).await {
+            Started::Running(r) => r,
+            Started::Stopped => return DbOutcome::NothingCommitted,
+            Started::NeverListed(why) => {
+                if std::fs::metadata(&me.cfg.path).is_ok_and(|m| m.len() == 0) {
+                    return DbOutcome::NothingCommitted;
+                }
+                return DbOutcome::NotDurable(format!(
+                    "the replica could not be reached before shutdown ({why}); nothing of this database was replicated by this run"
+                ));
+            }
+            Started::Fatal(reason) => {
+                me.health.fail(reason.clone());
+                // A refused database uploads nothing: let a rightful replicator have the lease.
+                me.lease.release(me.client.as_ref()).await;
+                me.note_lease();
+                shutdown.stopping().await;
+                return DbOutcome::Failed(reason);
+            }
+        };
+        tracing::info!(db = %me.label, replica = %me.client.location(), "replicating");
         let sync = tokio::spawn(me.clone().sync_loop(shutdown.clone()));
-        let mut remote = me.clone().upload_loop(remote, shutdown.clone()).await;
-        sync.await??; // includes the final sync
-        Ok(me.final_upload(&mut remote, shutdown).await)
+        let remote = me.clone().upload_loop(remote, shutdown.clone()).await;
+        let final_sync = sync
+            .await
+            .unwrap_or_else(|e| Err(format!("sync task failed: {e}")));
+        me.finish(remote, final_sync, shutdown).await
+    }
+
+    async fn start(&self, shutdown: &mut Shutdown) -> Started {
+        if !self.wait_for_database(shutdown).await {
+            return Started::Stopped;
+        }
+        if let Err(e) = self.check_local_files().await {
+            return Started::Fatal(e);
+        }
+        // The lease first: the listing and the lineage decision must see the replica as
+        // the previous holder left it.
+        self.lease.set_file(super::lease::file_id(&self.cfg.path));
+        if let Err(why) = self.acquire_lease(shutdown).await {
+            return Started::NeverListed(why);
+        }
+        let mut remote = match self.load_remote(shutdown).await {
+            Ok(r) => r,
+            Err(why) => return Started::NeverListed(why),
+        };
+        let decision = match self.facts(&remote).await {
+            Ok(f) => decide(&f),
+            Err(e) => return Started::Fatal(format!("cannot decide how to continue: {e}")),
+        };
+        if let Start::Refuse(msg) = &decision {
+            self.metrics
+                .refused
+                .with_label_values(&[&self.label])
+                .set(1);
+            return Started::Fatal(msg.clone());
+        }
+        if let Err(e) = self.open(decision).await {
+            return Started::Fatal(format!("cannot open the database: {e}"));
+        }
+        self.assess_replica(&mut remote);
+        Started::Running(remote)
     }
 
     async fn wait_for_database(&self, shutdown: &mut Shutdown) -> bool {
@@ -160,232 +213,275 @@ impl DbReplicator {
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.cfg.monitor_interval) => {}
-                _ = shutdown.changed() => return false,
+                _ = shutdown.stopping() => return false,
             }
         }
         true
     }
 
-    /// Lists the replica once, retrying with backoff (an unreachable bucket at start-up is
-    /// an error to report, not a reason to exit).
-    async fn load_remote(&self, shutdown: &mut Shutdown) -> Option<RemoteIndex> {
-        let mut delay = Duration::from_secs(1);
+    /// Read-only checks: the database file and the newest staged file.
+    async fn check_local_files(&self) -> Result<(), String> {
+        let cfg = self.cfg.clone();
+        tokio::task::spawn_blocking(move || match check_local_files(&cfg)? {
+            DbFile::Missing => Err(format!("{} disappeared", cfg.path.display())),
+            DbFile::Empty | DbFile::Database => Ok(()),
+        })
+        .await
+        .map_err(|e| format!("start-up check failed: {e}"))?
+    }
+
+    /// Acquires the writer lease, waiting while another replicator holds it (until it is
+    /// released or expires) and retrying failures. `Err` with the reason when shutdown
+    /// came first.
+    async fn acquire_lease(&self, shutdown: &mut Shutdown) -> Result<(), String> {
+        let mut backoff = LIST_RETRY_FIRST;
         loop {
-            match RemoteIndex::load(self.client.as_ref()).await {
-                Ok(r) => return Some(r),
+            let res = tokio::select! {
+                r = self.lease.acquire(self.client.as_ref()) => r,
+                _ = shutdown.stopping() => return Err("shutdown before the writer lease was acquired".into()),
+            };
+            let wait = match res {
+                Ok(()) => {
+                    self.health.clear(Component::Lease);
+                    self.note_lease();
+                    return Ok(());
+                }
+                Err(LeaseError::Held { expires_in, .. }) => {
+                    let e = res.unwrap_err();
+                    self.health
+                        .report(Component::Lease, Cause::LeaseHeld, &e.to_string());
+                    expires_in.clamp(Duration::from_secs(1), self.lease.ttl())
+                        + Duration::from_millis(100)
+                }
                 Err(e) => {
-                    tracing::error!(db = %self.label, error = %e, "list replica failed; retrying");
-                    self.status.update(|s| s.last_error = Some(e.to_string()));
+                    let err = ReplicateError::from(e);
+                    self.health
+                        .report(Component::Lease, err.cause(), &err.to_string());
+                    backoff = (backoff * 2).min(LIST_RETRY_MAX);
+                    backoff
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.stopping() => {
+                    let why = self.health.problem_message(Component::Lease)
+                        .unwrap_or_else(|| "the writer lease was not acquired".into());
+                    return Err(why);
+                }
+            }
+        }
+    }
+
+    /// The lease metrics.
+    pub(crate) fn note_lease(&self) {
+        let l = [self.label.as_str()];
+        self.metrics
+            .lease_held
+            .with_label_values(&l)
+            .set(i64::from(self.lease.is_held()));
+        if let Some(c) = self.lease.conditional_writes() {
+            self.metrics
+                .conditional_writes
+                .with_label_values(&l)
+                .set(i64::from(c));
+        }
+    }
+
+    /// Lists the replica once, retrying with backoff and reporting every failure. `Err`
+    /// with the last failure when shutdown came first.
+    async fn load_remote(&self, shutdown: &mut Shutdown) -> Result<RemoteIndex, String> {
+        let mut delay = LIST_RETRY_FIRST;
+        let mut last = String::from("shutdown before the first listing");
+        loop {
+            let res = tokio::select! {
+                r = RemoteIndex::load(self.client.as_ref()) => r,
+                _ = shutdown.stopping() => return Err(last),
+            };
+            match res {
+                Ok(r) => {
+                    self.health.clear(Component::Listing);
+                    return Ok(r);
+                }
+                Err(e) => {
+                    last = e.to_string();
+                    let msg = format!("{e} (retrying in {}s)", delay.as_secs());
+                    self.health
+                        .report(Component::Listing, Cause::of_storage(&e), &msg);
                 }
             }
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = shutdown.changed() => return None,
+                _ = shutdown.stopping() => return Err(last),
             }
-            delay = (delay * 2).min(Duration::from_secs(30));
+            delay = (delay * 2).min(LIST_RETRY_MAX);
         }
     }
 
-    /// Applies the lineage decision; `Ok(false)` when the database is refused.
-    async fn start(&self, remote: &mut RemoteIndex) -> anyhow::Result<bool> {
-        let facts = self.facts(remote).await?;
-        let decision = decide(&facts);
-        let db = self.db();
-        let mut db = db.lock().unwrap_or_else(|e| e.into_inner());
-        match decision {
-            Start::Fresh => {
-                if db.pos.is_some() {
-                    tracing::warn!(db = %self.label, "the replica is empty; starting a new history");
-                    db.clear_position()?;
-                }
-            }
-            Start::Continue => {}
-            Start::ContinueFrom { txid } => db.reset_position(txid, "restored database")?,
-            Start::NewHistory { after } => {
-                tracing::warn!(db = %self.label, after = format!("{after:016x}"), "starting a new history in the replica (-allow-new-history)");
-                db.reset_position(after, "new history")?;
-            }
-            Start::Refuse(msg) => {
-                tracing::error!(db = %self.label, replica = %self.client.location(), "{msg}");
-                self.metrics
-                    .refused
-                    .with_label_values(&[&self.label])
-                    .set(1);
-                self.status.update(|s| s.refused = Some(msg));
-                return Ok(false);
-            }
-        }
-        let chain_start = remote.level(0).first().is_some_and(|f| f.min_txid == 1)
-            || !remote.level(crate::replica::SNAPSHOT_LEVEL).is_empty()
-            || remote.all().iter().flatten().any(|f| f.min_txid == 1);
-        let remote_txid = remote.level_max(0).max(remote.max_txid());
-        self.metrics
-            .remote_txid
-            .with_label_values(&[&self.label])
-            .set(remote_txid as i64);
-        self.status.update(|s| {
-            s.snapshot_durable = chain_start;
-            s.remote_txid = remote_txid;
-        });
-        Ok(true)
-    }
-
-    async fn facts(&self, remote: &RemoteIndex) -> anyhow::Result<Facts> {
-        let (local, meta, path) = {
-            let db = self.db();
-            let db = db.lock().unwrap_or_else(|e| e.into_inner());
-            (db.pos.map(|p| p.txid), db.meta.clone(), db.path.clone())
-        };
-        let location = self.client.location();
-        let marker = Lineage::load(&meta)
-            .filter(|l| l.matches(&path, &location))
-            .and_then(|l| l.txid());
+    /// What is known locally (without opening the database) and remotely.
+    async fn facts(&self, remote: &RemoteIndex) -> Result<Facts, ReplicateError> {
+        let (meta, path, location) = (
+            self.meta.clone(),
+            self.cfg.path.clone(),
+            self.client.location(),
+        );
+        let (local, oldest, marker, other_file) = tokio::task::spawn_blocking(move || {
+            let local = meta.newest_header().ok().flatten().map(|h| h.max_txid);
+            let oldest = meta.staged().ok().and_then(|s| s.first().copied());
+            let lineage = Lineage::load(&meta).filter(|l| l.replica == location);
+            // A marker naming another file: a copy of the same database (a migrated disk)
+            // still continues the staged position by its bytes; a new database does not.
+            let other_file = lineage.as_ref().is_some_and(|l| !l.is_file(&path))
+                && !preflight::continues_staged(&path, &meta).unwrap_or(false);
+            let marker = lineage.filter(|l| l.is_file(&path)).and_then(|l| l.txid());
+            (local, oldest, marker, other_file)
+        })
+        .await?;
         let mut matches = None;
         if let Some(t) = local
             && let Some(f) = remote.level(0).iter().find(|f| f.max_txid == t)
         {
-            let local_sum = trailer_checksum_local(&meta.l0_path(t))?;
-            let remote_sum =
-                trailer_checksum_remote(self.client.as_ref(), f.min_txid, f.max_txid, f.size)
-                    .await?;
+            let local_sum = trailer_of(&self.meta.l0_path(t)).await?;
+            let remote_sum = crate::replica::read::trailer(
+                self.client.as_ref(),
+                0,
+                f.min_txid,
+                f.max_txid,
+                f.size,
+            )
+            .await?;
             matches = Some(local_sum == remote_sum);
         }
-        let oldest = meta.staged()?.first().copied();
         Ok(Facts {
             local_txid: local,
             local_oldest: oldest,
             local_matches_remote: matches,
             marker_txid: marker,
+            marker_other_file: other_file,
             remote_txid: remote.max_txid(),
             allow_new_history: self.g.allow_new_history,
+            auto_recover: self.cfg.replica.auto_recover,
         })
     }
 
-    /// Converts WAL frames to staged files and checkpoints, every monitor interval.
-    async fn sync_loop(self: Arc<Self>, mut shutdown: Shutdown) -> anyhow::Result<()> {
-        let mut delay = self.cfg.monitor_interval;
-        let mut errors = RateLimited::new(Duration::from_secs(30));
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = shutdown.changed() => break,
-            }
-            match self.sync_once().await {
-                Ok(()) => {
-                    delay = self.cfg.monitor_interval;
-                    self.metrics
-                        .disk_full
-                        .with_label_values(&[&self.label])
-                        .set(0);
+    /// Opens the database (WAL mode, the pin) and applies the lineage decision.
+    async fn open(&self, decision: Start) -> Result<(), ReplicateError> {
+        let opts = DbOptions {
+            busy_timeout: self.cfg.busy_timeout,
+            min_checkpoint_page_count: self.cfg.min_checkpoint_page_count,
+            truncate_page_n: self.cfg.truncate_page_n,
+            checkpoint_interval: self.cfg.checkpoint_interval,
+            max_sync_wal_bytes: self.cfg.max_sync_wal_bytes,
+        };
+        let (path, meta_path, label) = (
+            self.cfg.path.clone(),
+            self.cfg.meta_path.clone(),
+            self.label.clone(),
+        );
+        let db = tokio::task::spawn_blocking(move || {
+            let mut db = Db::open(&path, meta_path.as_deref(), opts)?;
+            match decision {
+                Start::Fresh if db.position().is_some() => {
+                    tracing::warn!(db = %label, "the replica is empty; starting a new history");
+                    db.clear_position()?;
                 }
-                Err(e) => {
-                    self.metrics
-                        .sync_error_count
-                        .with_label_values(&[&self.label])
-                        .inc();
-                    let disk_full = e
-                        .downcast_ref::<crate::db::SyncError>()
-                        .is_some_and(|s| s.is_disk_full());
-                    self.metrics
-                        .disk_full
-                        .with_label_values(&[&self.label])
-                        .set(i64::from(disk_full));
-                    if errors.ready() {
-                        tracing::error!(db = %self.label, error = %format!("{e:#}"), "sync error");
-                    }
-                    // Capped low: a freed disk or a released lock should resume replication soon.
-                    delay = (delay * 2).min(SYNC_ERROR_BACKOFF_MAX);
+                Start::Fresh | Start::Continue | Start::Refuse(_) => {}
+                Start::ContinueFrom { txid } => db.reset_position(txid, "restored database")?,
+                Start::NewHistory { after } => {
+                    tracing::warn!(db = %label, after = format!("{after:016x}"), "starting a new history in the replica (-allow-new-history)");
+                    db.reset_position(after, "new history")?;
                 }
             }
-        }
-        // Final sync: whatever committed before the signal goes to the replica.
-        if let Err(e) = self.sync_once().await {
-            tracing::error!(db = %self.label, error = %format!("{e:#}"), "final sync failed");
-        }
-        Ok(())
-    }
-
-    /// One sync (and checkpoint, if due) on a blocking thread.
-    pub(crate) async fn sync_once(&self) -> anyhow::Result<()> {
-        let db = self.db();
-        let started = Instant::now();
-        let (staged, ckpt, pos, db_size) = tokio::task::spawn_blocking(move || {
-            let mut db = db.lock().unwrap_or_else(|e| e.into_inner());
-            let mut staged = db.sync()?;
-            let ck = db.maybe_checkpoint();
-            let ck = match ck {
-                Ok(r) => {
-                    staged.extend(r.staged);
-                    Ok(r.mode)
-                }
-                Err(e) => Err(e),
-            };
-            Ok::<_, crate::db::SyncError>((staged, ck, db.pos, db.db_size()))
+            Ok::<_, crate::db::DbError>(db)
         })
         .await??;
-        let m = &self.metrics;
-        let l = [self.label.as_str()];
-        m.sync_count.with_label_values(&l).inc();
-        m.sync_seconds
-            .with_label_values(&l)
-            .add(started.elapsed().as_secs_f64());
-        m.db_size.with_label_values(&l).set(db_size as i64);
-        m.wal_size
-            .with_label_values(&l)
-            .set(pos.map_or(0, |p| p.wal_end) as i64);
-        if let Some(p) = pos {
-            m.txid.with_label_values(&l).set(p.txid as i64);
-            self.status.update(|s| s.local_txid = p.txid);
-        }
-        for s in &staged {
-            m.total_wal_bytes.with_label_values(&l).inc_by(s.size);
-            if s.full.is_some() {
-                m.full_images.with_label_values(&l).inc();
-            }
-        }
-        match ckpt {
-            Ok(Some(mode)) => m
-                .checkpoint_count
-                .with_label_values(&[&self.label, mode.name()])
-                .inc(),
-            Ok(None) => {}
-            Err(e) => {
-                m.checkpoint_error_count
-                    .with_label_values(&[&self.label, "PASSIVE"])
-                    .inc();
-                tracing::error!(db = %self.label, error = %e, "checkpoint failed");
-            }
-        }
-        if !staged.is_empty() {
-            self.status.update(|s| {
-                s.oldest_pending.get_or_insert_with(Instant::now);
-            });
-            self.staged_notify.notify_one();
+        let local = db.position().map_or(0, |p| p.txid);
+        self.health.set_local_txid(local);
+        let _ = self.db.set(DbHandle::new(db));
+        if local > 0 {
+            self.save_lineage(local).await?;
         }
         Ok(())
     }
+
+    /// Records in the marker next to the database that this very file (device and inode,
+    /// checked against the open descriptor first) descends from `txid` of the replica.
+    pub(crate) async fn save_lineage(&self, txid: u64) -> Result<(), ReplicateError> {
+        let (location, meta) = (self.client.location(), self.meta.clone());
+        self.db()
+            .call(move |db| {
+                db.check_identity()?;
+                Lineage::for_file(db.path(), &location, txid)
+                    .and_then(|l| l.save(&meta))
+                    .map_err(|e| crate::db::DbError::Io {
+                        op: "write lineage marker in",
+                        path: meta.liteship_dir.display().to_string(),
+                        source: e,
+                    })
+            })
+            .await??;
+        Ok(())
+    }
+
+    /// Whether the replica as listed restores to its newest file; healing starts if not.
+    fn assess_replica(&self, remote: &mut RemoteIndex) {
+        self.health.set_remote_txid(remote.level_max(0));
+        match remote.restorable_txid() {
+            Ok(Some(t)) if t >= remote.level_max(0) => self.health.set_restorable(Restorable::Yes),
+            Ok(None) => {} // empty: the first snapshot is on its way
+            Ok(Some(t)) => {
+                remote.needs_snapshot = true;
+                self.health.set_restorable(Restorable::No(format!(
+                    "it restores only up to txid {t:016x} of {:016x}; writing a new snapshot",
+                    remote.level_max(0)
+                )));
+            }
+            Err(e) => {
+                remote.needs_snapshot = true;
+                self.health
+                    .set_restorable(Restorable::No(format!("{e}; writing a new snapshot")));
+            }
+        }
+    }
 }
 
-fn trailer_checksum_local(path: &std::path::Path) -> anyhow::Result<[u8; 8]> {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::File::open(path)?;
-    let len = f.metadata()?.len();
-    let mut b = [0u8; 8];
-    f.read_exact_at(&mut b, len.saturating_sub(8))?;
-    Ok(b)
+/// The read-only start-up checks of one database (blocking): the database file is a
+/// readable SQLite file (or empty, or not there yet), and the newest staged level-0 file
+/// verifies; with `auto-recover`, corrupt staged files are dropped instead.
+pub fn check_local_files(cfg: &DbConfig) -> Result<DbFile, String> {
+    let file = preflight::inspect(&cfg.path).map_err(|e| e.to_string())?;
+    if file == DbFile::Missing {
+        return Ok(file);
+    }
+    let meta = Meta::new(&cfg.path, cfg.meta_path.as_deref());
+    match meta.newest_header() {
+        Ok(_) => Ok(file),
+        Err(e) if e.corrupt && cfg.replica.auto_recover => {
+            let dropped = meta.drop_corrupt_newest().map_err(|e| e.to_string())?;
+            tracing::warn!(db = %cfg.path.display(), error = %e, dropped = dropped.len(), "auto-recover: removed corrupt staged level-0 files; continuing from the newest valid one");
+            Ok(file)
+        }
+        Err(e) if e.corrupt => Err(format!(
+            "{e}. The local replication state of {} is damaged: set auto-recover: true on its replica to drop the damaged files and continue, or remove {} to start from a full image",
+            cfg.path.display(),
+            meta.l0_dir.display()
+        )),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
-async fn trailer_checksum_remote(
-    c: &dyn ReplicaClient,
-    min: u64,
-    max: u64,
-    size: u64,
-) -> anyhow::Result<[u8; 8]> {
-    use tokio::io::AsyncReadExt;
-    let mut r = c.open(0, min, max, size.saturating_sub(8), Some(8)).await?;
-    let mut b = [0u8; 8];
-    r.read_exact(&mut b).await?;
-    Ok(b)
+/// The last 8 bytes (the file checksum) of a local LTX file, read on a blocking thread.
+pub(crate) async fn trailer_of(path: &std::path::Path) -> Result<[u8; 8], ReplicateError> {
+    let p = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::FileExt;
+        let io = |e| crate::fsutil::FsError::new("read", &p, e);
+        let f = std::fs::File::open(&p).map_err(io)?;
+        let len = f.metadata().map_err(io)?.len();
+        let mut b = [0u8; 8];
+        f.read_exact_at(&mut b, len.saturating_sub(8)).map_err(io)?;
+        Ok(b)
+    })
+    .await?
 }
 
 /// The UTC window start of `interval` that contains `t` (Litestream aligns compaction and

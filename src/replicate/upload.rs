@@ -1,14 +1,31 @@
 //! The upload loop: staged level-0 files go to the replica in TXID order from the replica's
-//! position; staged files are removed once uploaded and compacted (the newest stays as the
-//! local position); on shutdown, one last round within `shutdown-sync-timeout`.
+//! position (at most `max-sync-ltx-files` per round, then maintenance gets its turn);
+//! staged files are removed once uploaded and compacted (the newest stays as the local
+//! position). While the replica is unreachable, the staging limit bounds the local disk.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use super::error::{Cause, ReplicateError};
+use super::health::Component;
 use super::remote::RemoteIndex;
-use super::task::{DbReplicator, RateLimited, Shutdown};
+use super::shutdown::Shutdown;
+use super::task::DbReplicator;
 use crate::ltx::{HEADER_SIZE, Header};
 use crate::replica::{Body, LtxFileInfo, StorageError};
+
+/// First and longest wait between failing upload rounds. 30 s keeps an outage cheap in
+/// requests while a recovered server is used again within half a minute.
+const UPLOAD_RETRY_FIRST: Duration = Duration::from_secs(1);
+const UPLOAD_RETRY_MAX: Duration = Duration::from_secs(30);
+/// While an upload or maintenance runs, the client's retried attempts are looked at this
+/// often, so that a server that stopped answering is named within a second of the first
+/// stalled attempt instead of after all retries.
+const ATTEMPT_POLL: Duration = Duration::from_secs(1);
+
+/// The lineage marker is rewritten at most this often while uploads advance: one small
+/// fsynced write per half minute, and a marker at most that much behind after a crash.
+const LINEAGE_SAVE_INTERVAL: Duration = Duration::from_secs(30);
 
 impl DbReplicator {
     /// Runs until shutdown and hands back what it knows of the replica.
@@ -19,213 +36,255 @@ impl DbReplicator {
     ) -> RemoteIndex {
         let interval = self.cfg.replica.sync_interval;
         let mut backoff: Option<Duration> = None;
-        let mut errors = RateLimited::new(Duration::from_secs(30));
         let mut maint = super::maintain::Schedule::default();
+        let mut marker = (Instant::now(), remote.level_max(0));
         loop {
             let wait = backoff.unwrap_or(interval);
-            tokio::select! {
-                _ = self.staged_notify.notified(), if backoff.is_none() => {}
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.changed() => break,
+            let notified = tokio::select! {
+                _ = self.staged_notify.notified(), if backoff.is_none() => true,
+                _ = tokio::time::sleep(wait) => false,
+                _ = shutdown.stopping() => break,
+            };
+            // Idle: nothing staged since the last round and no retry pending. The periodic
+            // jobs still get their (in-memory) turn; no file or network I/O happens.
+            let idle = !notified
+                && backoff.is_none()
+                && self.health.snapshot().local_txid <= remote.level_max(0);
+            if idle {
+                tokio::select! {
+                    _ = self.maintain(&mut remote, &mut maint) => {}
+                    _ = shutdown.stopping() => break,
+                }
+                continue;
             }
-            match self.upload_pending(&mut remote).await {
-                Ok(()) => {
-                    if backoff.take().is_some() {
-                        tracing::info!(db = %self.label, "uploads recovered");
-                    }
-                    if let Err(e) = self.maintain(&mut remote, &mut maint).await {
-                        self.metrics
-                            .maintenance_errors
-                            .with_label_values(&[self.label.as_str()])
-                            .inc();
-                        if errors.ready() {
-                            tracing::error!(db = %self.label, error = %format!("{e:#}"), "maintenance error; retrying on the next tick");
+            let res = tokio::select! {
+                r = self.watching(self.upload_pending(&mut remote)) => r,
+                _ = shutdown.aborted() => break,
+            };
+            match res {
+                Ok(more) => {
+                    backoff = None;
+                    self.health.clear(Component::Upload); // logs "upload recovered"
+                    let pos = remote.level_max(0);
+                    if pos != marker.1 && marker.0.elapsed() >= LINEAGE_SAVE_INTERVAL {
+                        marker = (Instant::now(), pos);
+                        if let Err(e) = self.save_lineage(pos).await {
+                            self.health
+                                .report(Component::Maintenance, e.cause(), &e.to_string());
                         }
+                    }
+                    if more {
+                        self.staged_notify.notify_one();
+                    }
+                    // Maintenance is not needed for durability: a stop cancels it.
+                    tokio::select! {
+                        _ = self.watching(self.maintain(&mut remote, &mut maint)) => {}
+                        _ = shutdown.stopping() => break,
                     }
                 }
                 Err(e) => {
-                    if errors.ready() {
-                        tracing::error!(db = %self.label, error = %e, "upload failed; retrying with backoff");
+                    self.health
+                        .report(Component::Upload, e.cause(), &e.to_string());
+                    backoff =
+                        Some(backoff.map_or(UPLOAD_RETRY_FIRST, |d| (d * 2).min(UPLOAD_RETRY_MAX)));
+                    if let Err(e) = self.enforce_staging_limit(&remote).await {
+                        self.health
+                            .report(Component::Upload, e.cause(), &e.to_string());
                     }
-                    self.status.update(|s| s.last_error = Some(e.to_string()));
-                    backoff = Some(backoff.map_or(Duration::from_secs(1), |d| {
-                        (d * 2).min(Duration::from_secs(30))
-                    }));
-                    self.enforce_staging_limit(&remote);
                 }
             }
+            self.health.refresh_metrics();
         }
         remote
     }
 
-    /// After the signal and the sync loop's final sync: retry uploads every
-    /// `shutdown-sync-interval` for up to `shutdown-sync-timeout`; a second signal aborts.
-    pub(crate) async fn final_upload(
-        &self,
-        remote: &mut RemoteIndex,
-        mut shutdown: Shutdown,
-    ) -> bool {
-        let deadline = Instant::now() + self.g.shutdown_sync_timeout;
+    /// Runs `fut`, reporting every [`ATTEMPT_POLL`] the attempts the client failed and is
+    /// retrying (a stalled or unreachable server) to the health as upload problems.
+    pub(crate) async fn watching<T>(&self, fut: impl std::future::Future<Output = T>) -> T {
+        tokio::pin!(fut);
+        let mut tick = tokio::time::interval(ATTEMPT_POLL);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
-            let last = Instant::now() >= deadline;
-            let res = tokio::select! {
-                r = self.upload_pending(remote) => r,
-                _ = aborted(&mut shutdown) => {
-                    tracing::error!(db = %self.label, "shutdown aborted: staged changes did not reach the replica");
-                    return false;
-                }
-            };
-            match res {
-                Ok(()) => return true,
-                Err(e) if last || *shutdown.borrow() >= 2 => {
-                    tracing::error!(db = %self.label, error = %e, "shutdown: staged changes did not reach the replica");
-                    return false;
-                }
-                Err(e) => {
-                    tracing::warn!(db = %self.label, error = %e, "shutdown upload failed; retrying")
-                }
-            }
             tokio::select! {
-                _ = tokio::time::sleep(self.g.shutdown_sync_interval) => {}
-                _ = shutdown.changed() => {}
+                r = &mut fut => return r,
+                _ = tick.tick() => self.report_attempt_trouble(),
             }
         }
     }
 
-    /// Uploads every staged file above the replica position, in order.
+    fn report_attempt_trouble(&self) {
+        use std::sync::atomic::Ordering;
+        let Some(t) = self.client.attempt_trouble() else {
+            return;
+        };
+        if t.count > self.attempts_seen.swap(t.count, Ordering::Relaxed) {
+            let cause = if t.stalled {
+                Cause::Stalled
+            } else {
+                Cause::Unreachable
+            };
+            self.health.report(Component::Upload, cause, &t.message);
+        }
+    }
+
+    /// Uploads staged files above the replica position, in order, at most
+    /// `max-sync-ltx-files` of them. `Ok(true)` when more are waiting.
     pub(crate) async fn upload_pending(
         &self,
         remote: &mut RemoteIndex,
-    ) -> Result<(), StorageError> {
-        let meta = self
-            .db()
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .meta
-            .clone();
-        let staged = meta
-            .staged()
-            .map_err(|e| StorageError::io("list", meta.l0_dir.display(), e))?;
+    ) -> Result<bool, ReplicateError> {
         let start = remote.level_max(0);
+        let staged = self.staged().await?;
         let mut pos = start;
-        for txid in staged.into_iter().filter(|t| *t > start) {
+        for (sent, txid) in staged.iter().copied().filter(|t| *t > start).enumerate() {
             if txid != pos + 1 {
-                self.staged_gap(pos, txid);
+                // Never reuse a TXID that any level of the replica holds.
+                self.staged_gap(pos.max(remote.max_txid()), txid).await?;
                 break;
             }
-            let path = meta.l0_path(txid);
-            let ts =
-                header_timestamp(&path).map_err(|e| StorageError::io("read", path.display(), e))?;
+            if sent == self.cfg.replica.max_sync_ltx_files {
+                break;
+            }
+            let path = self.meta.l0_path(txid);
+            let ts = header_timestamp(&path).await?;
             let info = self.put_file(0, txid, txid, &path, ts).await?;
             tracing::debug!(db = %self.label, txid = format!("{txid:016x}"), size = info.size, "ltx file uploaded");
             remote.add(info);
             pos = txid;
-            self.metrics
-                .remote_txid
-                .with_label_values(&[&self.label])
-                .set(txid as i64);
+            self.health.set_remote_txid(pos);
         }
-        let (local_txid, pending) = {
-            let db = self.db();
-            let db = db.lock().unwrap_or_else(|e| e.into_inner());
-            (
-                db.pos.map_or(0, |p| p.txid),
-                meta.staged()
-                    .map(|s| s.into_iter().any(|t| t > pos))
-                    .unwrap_or(false),
-            )
-        };
-        let chain = remote.all().iter().flatten().any(|f| f.min_txid == 1);
-        self.status.update(|s| {
-            s.remote_txid = pos;
-            s.last_error = None;
-            s.last_upload_ok = Some(Instant::now());
-            s.snapshot_durable |= chain;
-            if !pending && local_txid <= pos {
-                s.oldest_pending = None;
+        let local_txid = self
+            .db()
+            .call(|db| db.position().map_or(0, |p| p.txid))
+            .await?;
+        // Anything staged above the new position (including files staged meanwhile) is
+        // still pending; its header timestamp is its commit time.
+        let staged = self.staged().await?;
+        let next = staged.iter().copied().find(|t| *t > pos);
+        match next {
+            Some(t) => {
+                let ts = header_timestamp(&self.meta.l0_path(t)).await?;
+                self.health.set_pending_since(Some(ts));
             }
-        });
-        let lag = self
-            .status
-            .0
-            .lock()
-            .map(|s| s.oldest_pending.map_or(0.0, |t| t.elapsed().as_secs_f64()))
-            .unwrap_or(0.0);
-        self.metrics
-            .lag_seconds
-            .with_label_values(&[&self.label])
-            .set(lag);
-        self.remove_uploaded(remote);
-        Ok(())
+            None if local_txid <= pos && self.health.problem(Component::Sync).is_none() => {
+                self.health.set_pending_since(None)
+            }
+            None => {}
+        }
+        self.note_chain_start(remote);
+        self.remove_uploaded(remote).await?;
+        Ok(next.is_some())
+    }
+
+    /// Until the first check, the replica is restorable as soon as this process uploaded
+    /// what a restore needs (a chain from TXID 1 to its position), as the index shows.
+    pub(crate) fn note_chain_start(&self, remote: &RemoteIndex) {
+        use super::health::Restorable;
+        if self.health.restorable() == Restorable::Unknown
+            && let Ok(Some(t)) = remote.restorable_txid()
+            && t >= remote.level_max(0)
+        {
+            self.health.set_restorable(Restorable::Yes);
+        }
+    }
+
+    /// Staged TXIDs (a directory listing, on a blocking thread).
+    pub(crate) async fn staged(&self) -> Result<Vec<u64>, ReplicateError> {
+        let meta = self.meta.clone();
+        tokio::task::spawn_blocking(move || {
+            meta.staged().map_err(|e| {
+                ReplicateError::Fs(crate::fsutil::FsError::new("list", &meta.l0_dir, e))
+            })
+        })
+        .await?
     }
 
     /// A staged file is missing between the replica position and the newer staged files:
     /// the local history cannot be uploaded as it is, so the next file is a full image.
-    fn staged_gap(&self, remote_pos: u64, next: u64) {
+    async fn staged_gap(&self, remote_pos: u64, next: u64) -> Result<(), ReplicateError> {
         tracing::error!(db = %self.label, have = format!("{remote_pos:016x}"), next = format!("{next:016x}"), "staged level-0 files do not continue the replica; writing a full image");
-        let db = self.db();
-        let mut db = db.lock().unwrap_or_else(|e| e.into_inner());
-        if let Err(e) = db.reset_position(remote_pos, "staged files do not continue the replica") {
-            tracing::error!(db = %self.label, error = %e, "reset staging failed");
-        }
+        self.db()
+            .call(move |db| {
+                db.reset_position(remote_pos, "staged files do not continue the replica")
+            })
+            .await??;
+        Ok(())
     }
 
     /// Removes staged files that are in the replica and, where compaction levels exist,
     /// already compacted into level 1. The newest staged file always stays.
-    pub(crate) fn remove_uploaded(&self, remote: &RemoteIndex) {
-        let db = self.db();
-        let db = db.lock().unwrap_or_else(|e| e.into_inner());
-        let Ok(staged) = db.meta.staged() else { return };
+    pub(crate) async fn remove_uploaded(&self, remote: &RemoteIndex) -> Result<(), ReplicateError> {
         let uploaded = remote.level_max(0);
         let compacted = if self.g.levels.is_empty() {
             uploaded
         } else {
             remote.level_max(1)
         };
-        let newest = staged.last().copied().unwrap_or(0);
-        let done: Vec<u64> = staged
-            .into_iter()
-            .filter(|t| *t <= uploaded && *t <= compacted && *t != newest)
-            .collect();
-        if let Err(e) = db.meta.remove(&done) {
-            tracing::warn!(db = %self.label, error = %e, "remove staged files");
-        }
+        let bytes = self
+            .db()
+            .call(move |db| {
+                let staged = db.meta().staged()?;
+                let newest = staged.last().copied().unwrap_or(0);
+                let done: Vec<u64> = staged
+                    .into_iter()
+                    .filter(|t| *t <= uploaded && *t <= compacted && *t != newest)
+                    .collect();
+                db.meta().remove(&done)?;
+                Ok::<_, std::io::Error>(db.meta().staged_bytes())
+            })
+            .await?
+            .map_err(|e| {
+                crate::fsutil::FsError::new("remove staged files in", &self.meta.l0_dir, e)
+            })?;
         self.metrics
             .staging_bytes
             .with_label_values(&[&self.label])
-            .set(db.meta.staged_bytes() as i64);
+            .set(bytes as i64);
+        Ok(())
     }
 
     /// While the replica is unreachable, staged files pile up. Past the limit they are
     /// replaced by one full image at the replica position + 1 (the database itself holds the
     /// data; only intermediate restore points are lost), so the disk stays bounded.
-    fn enforce_staging_limit(&self, remote: &RemoteIndex) {
-        let db = self.db();
-        let mut db = db.lock().unwrap_or_else(|e| e.into_inner());
-        let bytes = db.meta.staged_bytes();
+    async fn enforce_staging_limit(&self, remote: &RemoteIndex) -> Result<(), ReplicateError> {
+        let (limit, pos) = (self.g.staging_limit, remote.level_max(0));
+        let (bytes, hit) = self
+            .db()
+            .call(move |db| {
+                let bytes = db.meta().staged_bytes();
+                let pending = db
+                    .meta()
+                    .staged()
+                    .map(|s| s.into_iter().filter(|t| *t > pos).count())
+                    .unwrap_or(0);
+                if bytes <= limit || pending <= 1 {
+                    return Ok((bytes, false));
+                }
+                db.reset_position(pos, "staging limit reached")?;
+                Ok::<_, crate::db::DbError>((bytes, true))
+            })
+            .await??;
         self.metrics
             .staging_bytes
             .with_label_values(&[&self.label])
             .set(bytes as i64);
-        let pending = db
-            .meta
-            .staged()
-            .map(|s| s.into_iter().filter(|t| *t > remote.level_max(0)).count())
-            .unwrap_or(0);
-        if bytes <= self.g.staging_limit || pending <= 1 {
-            return;
+        if hit {
+            self.metrics
+                .staging_limit_hits
+                .with_label_values(&[&self.label])
+                .inc();
+            self.health.report(
+                Component::Upload,
+                Cause::DiskFull,
+                &format!("staging limit reached ({bytes} bytes staged, limit {limit}) while the replica is unreachable; pending level-0 files were replaced by one full image (intermediate restore points are lost)"),
+            );
         }
-        self.metrics
-            .staging_limit_hits
-            .with_label_values(&[&self.label])
-            .inc();
-        tracing::error!(db = %self.label, bytes, limit = self.g.staging_limit, "staging limit reached while the replica is unreachable; replacing pending level-0 files with one full image");
-        if let Err(e) = db.reset_position(remote.level_max(0), "staging limit reached") {
-            tracing::error!(db = %self.label, error = %e, "reset staging failed");
-        }
+        Ok(())
     }
 
-    /// Uploads a local LTX file, recording the operation's metrics.
+    /// Uploads a local LTX file under the writer lease (renewed first if due), recording
+    /// the operation's metrics. The object is created only if absent: when it exists, it
+    /// is this very file (an earlier attempt whose answer was lost) or the lease was lost.
     pub(crate) async fn put_file(
         &self,
         level: u8,
@@ -233,7 +292,8 @@ impl DbReplicator {
         max: u64,
         path: &std::path::Path,
         ts: i64,
-    ) -> Result<LtxFileInfo, StorageError> {
+    ) -> Result<LtxFileInfo, ReplicateError> {
+        self.hold_lease().await?;
         let started = Instant::now();
         let res = self
             .client
@@ -245,7 +305,63 @@ impl DbReplicator {
             res.as_ref().map(|i| i.size).ok(),
             res.as_ref().err(),
         );
-        res
+        match res {
+            Err(StorageError::PreconditionFailed { .. }) => {
+                self.already_there(level, min, max, path, ts).await
+            }
+            other => Ok(other?),
+        }
+    }
+
+    /// Renews the writer lease if due; a lost lease fails the database.
+    pub(crate) async fn hold_lease(&self) -> Result<(), ReplicateError> {
+        let res = self.lease.ensure(self.client.as_ref()).await;
+        self.note_lease();
+        match res {
+            Ok(()) => Ok(()),
+            Err(e @ super::lease::LeaseError::Lost { .. }) => {
+                self.health.fail(e.to_string());
+                Err(e.into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A create found the object present: fine if it holds this file's bytes (same size
+    /// and file checksum), otherwise another writer made it and the lease is lost.
+    async fn already_there(
+        &self,
+        level: u8,
+        min: u64,
+        max: u64,
+        path: &std::path::Path,
+        ts: i64,
+    ) -> Result<LtxFileInfo, ReplicateError> {
+        let local = super::task::trailer_of(path).await?;
+        let size = tokio::fs::metadata(path)
+            .await
+            .map_err(|e| crate::fsutil::FsError::new("stat", path, e))?
+            .len();
+        let theirs =
+            crate::replica::read::trailer(self.client.as_ref(), level, min, max, size).await;
+        if theirs.is_ok_and(|t| t == local) {
+            tracing::debug!(db = %self.label, key = %self.client.key(level, min, max), "object already uploaded by an earlier attempt");
+            return Ok(LtxFileInfo {
+                level,
+                min_txid: min,
+                max_txid: max,
+                size,
+                created_at: crate::replica::system_time_from_ms(ts),
+            });
+        }
+        let e = self.lease.lost(self.client.as_ref()).await;
+        self.note_lease();
+        let msg = format!(
+            "{} exists with other content: {e}",
+            self.client.key(level, min, max)
+        );
+        self.health.fail(msg.clone());
+        Err(ReplicateError::Replica(msg))
     }
 
     pub(crate) fn record_op(
@@ -272,36 +388,29 @@ impl DbReplicator {
                 }
             }
             Some(e) => {
-                let code = match e {
-                    StorageError::NotFound { .. } => "NotFound",
-                    StorageError::Auth { .. } => "AccessDenied",
-                    StorageError::NoSuchBucket { .. } => "NoSuchBucket",
-                    StorageError::Unreachable { .. } => "Unreachable",
-                    _ => "Other",
-                };
                 m.replica_operation_errors
-                    .with_label_values(&[kind, op, code])
+                    .with_label_values(&[kind, op, Cause::of_storage(e).name()])
                     .inc();
             }
         }
     }
 }
 
-/// Resolves once a second signal asked to abort (the shutdown value reaches 2).
-async fn aborted(shutdown: &mut Shutdown) {
-    while *shutdown.borrow_and_update() < 2 {
-        if shutdown.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    }
-}
-
-fn header_timestamp(path: &std::path::Path) -> std::io::Result<i64> {
-    use std::os::unix::fs::FileExt;
-    let f = std::fs::File::open(path)?;
-    let mut b = [0u8; HEADER_SIZE];
-    f.read_exact_at(&mut b, 0)?;
-    Header::from_bytes(&b)
-        .map(|h| h.timestamp_ms)
-        .map_err(std::io::Error::other)
+/// The header timestamp of a staged file (its commit time), on a blocking thread.
+pub(crate) async fn header_timestamp(path: &std::path::Path) -> Result<i64, ReplicateError> {
+    let p = path.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::FileExt;
+        let io = |e| crate::fsutil::FsError::new("read", &p, e);
+        let f = std::fs::File::open(&p).map_err(io)?;
+        let mut b = [0u8; HEADER_SIZE];
+        f.read_exact_at(&mut b, 0).map_err(io)?;
+        Header::from_bytes(&b)
+            .map(|h| h.timestamp_ms)
+            .map_err(|source| ReplicateError::Ltx {
+                context: format!("staged file {}", p.display()),
+                source,
+            })
+    })
+    .await?
 }

@@ -23,8 +23,8 @@ use std::os::unix::fs::FileExt;
 use tokio::sync::mpsc;
 
 use super::RestoreError;
-use super::fetch::ChunkResult;
 use crate::ltx::{Decoder, Header, LtxError, lock_page};
+use crate::replica::read::ChunkResult;
 use crate::replica::{LtxFileInfo, StorageError};
 
 /// What was applied.
@@ -83,7 +83,7 @@ pub fn apply_newest_first(
         if let Some(e) = reader.failure.take() {
             return Err(RestoreError::Storage(e));
         }
-        res.map_err(|e| e.at(&keys[i]))?;
+        res.map_err(|e| merge.sized(e.at(&keys[i])))?;
         if reader.remaining != 0 {
             return Err(RestoreError::Corrupt {
                 key: keys[i].clone(),
@@ -125,6 +125,8 @@ impl Default for Merge {
 pub enum FileError {
     Ltx(LtxError),
     Invalid(String),
+    /// Writing to the output failed: a local problem, not the replica's.
+    Write(std::io::Error),
 }
 
 impl FileError {
@@ -137,6 +139,11 @@ impl FileError {
             FileError::Invalid(reason) => RestoreError::Corrupt {
                 key: key.into(),
                 reason,
+            },
+            FileError::Write(source) => RestoreError::Write {
+                path: "the restore's temporary file".into(),
+                db_bytes: None,
+                source,
             },
         }
     }
@@ -184,14 +191,10 @@ fn apply_file<R: Read>(
             expect_next = if pgno + 1 == lock { pgno + 2 } else { pgno + 1 };
         }
         if merge.claim(pgno) {
-            writer
-                .put(out, pgno, &page)
-                .map_err(|e| FileError::Invalid(format!("write restored page {pgno}: {e}")))?;
+            writer.put(out, pgno, &page).map_err(FileError::Write)?;
         }
     }
-    writer
-        .flush(out)
-        .map_err(|e| FileError::Invalid(format!("write restored pages: {e}")))?;
+    writer.flush(out).map_err(FileError::Write)?;
     if h.is_snapshot() && expect_next <= h.commit {
         return Err(FileError::Invalid(format!(
             "snapshot is missing page {expect_next}"
@@ -203,6 +206,24 @@ fn apply_file<R: Read>(
 }
 
 impl Merge {
+    /// Adds the restored database's size (known from the newest file) to a write error.
+    pub fn sized(&self, e: RestoreError) -> RestoreError {
+        match e {
+            RestoreError::Write {
+                path,
+                db_bytes: None,
+                source,
+            } => RestoreError::Write {
+                path,
+                db_bytes: self
+                    .newest
+                    .map(|(commit, _)| u64::from(commit) * u64::from(self.page_size)),
+                source,
+            },
+            other => other,
+        }
+    }
+
     /// Checks a file's header against its name and the page size of the others.
     pub fn begin_file(&mut self, info: &LtxFileInfo, h: &Header) -> Result<(), String> {
         if (h.min_txid, h.max_txid) != (info.min_txid, info.max_txid) {

@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::ltx::Encoder;
-use crate::restore::fetch::ChunkSpec;
+use crate::replica::read::ChunkSpec;
 use proptest::prelude::*;
 
 const PS: u32 = 512;

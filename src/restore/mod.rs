@@ -1,7 +1,8 @@
 //! Point-in-time restore of a database from a replica.
 //!
 //! - [`plan`]: pure planner (listings + target -> ordered files);
-//! - [`fetch`]: parallel ranged downloads with bounded memory, resumed when they break off;
+//! - [`crate::replica::read`]: parallel ranged downloads with bounded memory, resumed when
+//!   they break off;
 //! - [`apply`]: decoding, verification and positional writes into `<out>.tmp`;
 //! - [`output`]: output-path checks, integrity check, ownership, atomic publish.
 //!
@@ -9,20 +10,18 @@
 //! checked out, the integrity check passed and the temp file was fsynced; then one rename.
 
 pub mod apply;
-pub mod fetch;
 pub mod output;
 pub mod parallel;
 pub mod plan;
 pub mod progress;
 pub mod v3;
+pub mod watchdog;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-
-use crate::replica::{LtxFileInfo, MAX_LEVEL, ReplicaClient, StorageError};
+use crate::replica::{LtxFileInfo, ReplicaClient, StorageError};
 pub use output::IntegrityCheck;
 pub use plan::{Plan, PlanError, Target};
 
@@ -31,8 +30,6 @@ pub const DEFAULT_PARALLELISM: usize = 8;
 /// Size of one ranged download. With the default parallelism this bounds the download
 /// buffers to about 10 MiB.
 pub const DEFAULT_CHUNK_SIZE: u64 = 1024 * 1024;
-/// Concurrent HEAD requests when a timestamp restore reads creation times.
-const HEAD_CONCURRENCY: usize = 32;
 
 /// Why a restore failed.
 #[derive(Debug, thiserror::Error)]
@@ -52,10 +49,38 @@ pub enum RestoreError {
     Output { path: String, reason: String },
     #[error("restored database failed the integrity check and was deleted: {reason}")]
     IntegrityCheck { reason: String },
+    /// The disk filled up while the restore wrote its temporary file (deleted again).
+    #[error(
+        "no space left on device writing {path}{}; free space on that filesystem or restore elsewhere with -o (nothing was left at the output path)",
+        needed_mib.map(|n| format!(" (needed about {n} MiB)")).unwrap_or_default()
+    )]
+    DiskFull {
+        path: String,
+        needed_mib: Option<u64>,
+    },
+    /// The replica stopped answering.
+    #[error(
+        "no answer and no data from {location} for {}s: the server stopped answering (-stall-timeout); nothing was written to {output}",
+        idle.as_secs()
+    )]
+    Stalled {
+        location: String,
+        output: String,
+        idle: Duration,
+    },
     #[error("{op} {path}: {source}")]
     Io {
         op: &'static str,
         path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Writing the restored pages failed (the replica file was fine).
+    #[error("write restored pages to {path}: {source}")]
+    Write {
+        path: String,
+        /// The restored database's size, when known.
+        db_bytes: Option<u64>,
         #[source]
         source: std::io::Error,
     },
@@ -87,6 +112,8 @@ pub struct RestoreOptions {
     pub mode: Option<u32>,
     /// Report progress (bytes, files, rate) to stderr.
     pub progress: bool,
+    /// Fail when the replica sends nothing for this long (zero: wait forever).
+    pub stall_timeout: Duration,
 }
 
 impl RestoreOptions {
@@ -106,6 +133,7 @@ impl RestoreOptions {
             owner: None,
             mode: None,
             progress: false,
+            stall_timeout: watchdog::DEFAULT_STALL_TIMEOUT,
         }
     }
 }
@@ -137,15 +165,70 @@ pub struct Report {
     pub duration: Duration,
 }
 
-/// Restores the replica behind `client` according to `opts`.
+/// Restores the replica behind `client` according to `opts`. Fails (leaving nothing at
+/// the output path) when the replica sends nothing for `opts.stall_timeout`.
 pub async fn restore(
     client: Arc<dyn ReplicaClient>,
     opts: &RestoreOptions,
 ) -> Result<Outcome, RestoreError> {
-    let started = Instant::now();
-    if opts.if_db_not_exists && output::has_database(&opts.output) {
-        return Ok(Outcome::SkippedDbExists);
+    let mut opts = opts.clone();
+    if let Some(target) = output::symlink_target(&opts.output)? {
+        tracing::info!(link = %opts.output.display(), target = %target.display(), "the output is a symbolic link; restoring into its target");
+        opts.output = target;
     }
+    let dog = watchdog::Watchdog::new(opts.stall_timeout);
+    let location = client.location();
+    let client = watchdog::Watched::wrap(client, dog.clone());
+    tokio::select! {
+        r = restore_inner(client.clone(), &opts) => r.map_err(|e| disk_full_context(e, &opts)),
+        idle = dog.expired() => {
+            let _ = std::fs::remove_file(crate::fsutil::tmp_path(&opts.output));
+            Err(RestoreError::Stalled {
+                location,
+                output: opts.output.display().to_string(),
+                idle,
+            })
+        }
+    }
+}
+
+/// A write that failed for lack of space becomes [`RestoreError::DiskFull`].
+fn disk_full_context(e: RestoreError, opts: &RestoreOptions) -> RestoreError {
+    let full = match &e {
+        RestoreError::Io { source, .. } => crate::fsutil::is_disk_full(source),
+        RestoreError::Write { source, .. } => crate::fsutil::is_disk_full(source),
+        _ => false,
+    };
+    if !full {
+        return e;
+    }
+    let needed_mib = match &e {
+        RestoreError::Write { db_bytes, .. } => db_bytes.map(|b| b.div_ceil(1 << 20)),
+        _ => None,
+    };
+    RestoreError::DiskFull {
+        path: opts.output.display().to_string(),
+        needed_mib,
+    }
+}
+
+async fn restore_inner(
+    client: Arc<dyn ReplicaClient>,
+    opts: &RestoreOptions,
+) -> Result<Outcome, RestoreError> {
+    let started = Instant::now();
+    let mut opts = opts.clone();
+    if opts.if_db_not_exists {
+        match output::existing(&opts.output)? {
+            output::Existing::Database => return Ok(Outcome::SkippedDbExists),
+            output::Existing::Absent => {}
+            empty => {
+                tracing::info!(path = %opts.output.display(), "the database {}; treating it as absent and restoring over it", empty.describe());
+                opts.force = true;
+            }
+        }
+    }
+    let opts = &opts;
     if !opts.dry_run {
         output::check_output(&opts.output, opts.force)?;
     }
@@ -230,8 +313,14 @@ async fn restore_v3(
 
 /// Records that the restored file descends from `txid` of the replica, so that `replicate`
 /// continues its history without a prompt. A failure here only costs that convenience.
+///
+/// Staged level-0 files next to the output describe the file it replaced, not this one:
+/// they are removed, so that `replicate` continues from the marker with a full image.
 fn write_lineage(out: &Path, location: &str, txid: u64) {
     let meta = crate::db::Meta::new(out, None);
+    if let Err(e) = meta.clear() {
+        tracing::warn!(dir = %meta.l0_dir.display(), error = %e, "could not remove the staged files of the replaced database");
+    }
     let res = crate::db::Lineage::for_file(out, location, txid).and_then(|l| l.save(&meta));
     if let Err(e) = res {
         tracing::warn!(path = %out.display(), error = %e, "could not record the restore's lineage; replicate will ask for -allow-new-history");
@@ -342,8 +431,8 @@ async fn apply_streamed(
         Arc<progress::Progress>,
     ),
 ) -> Result<apply::Merge, RestoreError> {
-    let specs = fetch::chunk_specs(&files, opts.chunk_size);
-    let mut rx = fetch::spawn_fetcher(client, specs, opts.parallelism);
+    let specs = crate::replica::read::chunk_specs(&files, opts.chunk_size);
+    let mut rx = crate::replica::read::spawn_fetcher(client, specs, opts.parallelism);
     tokio::task::spawn_blocking(move || -> Result<_, RestoreError> {
         let mut merge = apply::Merge::default();
         let mut done = 0;
@@ -359,29 +448,12 @@ async fn apply_streamed(
     .map_err(|e| RestoreError::Inconsistent(format!("restore task failed: {e}")))?
 }
 
-/// Lists levels 0..=9 concurrently; for a timestamp target, replaces each creation time by
-/// the one recorded at write time (S3 metadata), as Litestream does.
+/// Lists levels 0..=9; for a timestamp target, with the creation times recorded at write
+/// time (S3 metadata), as Litestream does.
 pub async fn list_levels(
     client: &dyn ReplicaClient,
     target: &Target,
 ) -> Result<Vec<Vec<LtxFileInfo>>, StorageError> {
-    let lists = futures::future::join_all((0..=MAX_LEVEL).map(|l| client.list(l))).await;
-    let mut levels: Vec<Vec<LtxFileInfo>> = lists.into_iter().collect::<Result<_, _>>()?;
-    if let Target::Timestamp(_) = target {
-        for files in &mut levels {
-            let ids: Vec<(u8, u64, u64)> = files
-                .iter()
-                .map(|f| (f.level, f.min_txid, f.max_txid))
-                .collect();
-            let times: Vec<Result<SystemTime, StorageError>> = futures::stream::iter(ids)
-                .map(|(l, a, b)| client.created_at(l, a, b))
-                .buffered(HEAD_CONCURRENCY)
-                .collect()
-                .await;
-            for (f, t) in files.iter_mut().zip(times) {
-                f.created_at = t?;
-            }
-        }
-    }
-    Ok(levels)
+    let levels = (crate::replica::MAX_LEVEL + 1) as usize;
+    crate::replica::read::list_levels(client, matches!(target, Target::Timestamp(_)), levels).await
 }

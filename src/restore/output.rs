@@ -9,7 +9,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::RestoreError;
-use crate::replica::file::{sync_dir, tmp_path};
+use crate::fsutil::{sync_dir, tmp_path};
 
 /// SQLite sidecar files that must not survive next to a replaced database.
 pub const SIDECARS: [&str; 3] = ["-wal", "-shm", "-journal"];
@@ -52,9 +52,102 @@ pub fn sidecar(out: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(s)
 }
 
-/// Whether `out` holds a database worth keeping (exists and is not empty).
+/// Whether `out` holds a database worth keeping (see [`existing`]).
 pub fn has_database(out: &Path) -> bool {
-    fs::metadata(out).is_ok_and(|m| !m.is_file() || m.len() > 0)
+    !matches!(
+        existing(out),
+        Ok(Existing::Absent | Existing::EmptyFile | Existing::EmptySchema)
+    )
+}
+
+/// What is at a restore's output path, for `-if-db-not-exists`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    Absent,
+    /// A zero-byte file (with no `-wal` holding data).
+    EmptyFile,
+    /// A SQLite database with no tables, views or indexes (with no `-wal` holding data):
+    /// what an application leaves when it crashed on its first start.
+    EmptySchema,
+    /// Anything else: kept.
+    Database,
+}
+
+impl Existing {
+    pub fn describe(self) -> &'static str {
+        match self {
+            Existing::Absent => "does not exist",
+            Existing::EmptyFile => "is an empty (zero-byte) file",
+            Existing::EmptySchema => "has no tables (an empty schema)",
+            Existing::Database => "exists",
+        }
+    }
+}
+
+/// Classifies the output path without writing to it: a file that is empty or holds an
+/// empty schema counts as absent, so that an application that crashed on its first start
+/// cannot make the next prestart skip the restore. A non-empty `-wal` next to it means
+/// data, so such a database is kept.
+pub fn existing(out: &Path) -> Result<Existing, RestoreError> {
+    let md = match fs::metadata(out) {
+        Ok(m) => m,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Existing::Absent),
+        Err(e) => return Err(RestoreError::io("stat", out, e)),
+    };
+    let wal_has_data = fs::metadata(sidecar(out, "-wal")).is_ok_and(|m| m.len() > 0);
+    if !md.is_file() || wal_has_data {
+        return Ok(Existing::Database);
+    }
+    if md.len() == 0 {
+        return Ok(Existing::EmptyFile);
+    }
+    Ok(if schema_is_empty(out) {
+        Existing::EmptySchema
+    } else {
+        Existing::Database
+    })
+}
+
+/// Whether `path` is a SQLite database with an empty schema, read without creating any
+/// sidecar file (immutable mode). Anything unreadable counts as not empty.
+fn schema_is_empty(path: &Path) -> bool {
+    let Ok(abs) = std::path::absolute(path) else {
+        return false;
+    };
+    let Ok(uri) = url::Url::from_file_path(&abs) else {
+        return false;
+    };
+    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_URI;
+    rusqlite::Connection::open_with_flags(format!("{uri}?immutable=1"), flags)
+        .and_then(|c| {
+            c.query_row("SELECT COUNT(*) FROM sqlite_schema", [], |r| {
+                r.get::<_, i64>(0)
+            })
+        })
+        .is_ok_and(|n| n == 0)
+}
+
+/// When `out` is a symbolic link, the file it points to (resolved against the link's
+/// directory; the target need not exist yet). The restore then replaces the target, so
+/// that the link keeps working and nothing is left stale behind it.
+pub fn symlink_target(out: &Path) -> Result<Option<PathBuf>, RestoreError> {
+    match fs::symlink_metadata(out) {
+        Ok(m) if m.file_type().is_symlink() => {}
+        _ => return Ok(None),
+    }
+    let mut cur = out.to_path_buf();
+    for _ in 0..40 {
+        let next = fs::read_link(&cur).map_err(|e| RestoreError::io("read link", &cur, e))?;
+        cur = crate::fsutil::parent_dir(&cur).join(next);
+        match fs::symlink_metadata(&cur) {
+            Ok(m) if m.file_type().is_symlink() => continue,
+            _ => return Ok(Some(cur)),
+        }
+    }
+    Err(RestoreError::Output {
+        path: out.display().to_string(),
+        reason: "too many levels of symbolic links".into(),
+    })
 }
 
 /// Refuses to restore over something that exists, unless `force`.
@@ -177,5 +270,5 @@ pub fn publish(tmp: &Path, out: &Path, force: bool) -> Result<(), RestoreError> 
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    sync_dir(dir).map_err(RestoreError::Storage)
+    sync_dir(dir).map_err(|e| RestoreError::io(e.op, dir, e.source))
 }

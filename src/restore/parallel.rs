@@ -212,10 +212,10 @@ fn decode_range(
     );
     let mut page = vec![0u8; header.page_size as usize];
     let mut writer = PageWriter::new(header.page_size);
-    let write_err = |e: std::io::Error| RestoreError::Io {
-        op: "write",
-        path: "restore output".into(),
-        source: e,
+    let write_err = |source: std::io::Error| RestoreError::Write {
+        path: "the restore's temporary file".into(),
+        db_bytes: Some(u64::from(header.commit) * u64::from(header.page_size)),
+        source,
     };
     for e in entries {
         let got = dec.next_page(&mut page);

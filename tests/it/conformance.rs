@@ -8,7 +8,7 @@ use liteship::replica::file::FileReplica;
 use liteship::replica::{Body, ReplicaClient, StorageError, read_all, system_time_from_ms};
 use tokio::io::AsyncReadExt;
 
-use crate::support::s3::{TestBucket, raw_client};
+use crate::support::s3::{S3Server, TestBucket, raw_client, raw_client_on};
 
 const TS: i64 = 1_700_000_000_123;
 
@@ -38,8 +38,9 @@ async fn read_range(c: &dyn ReplicaClient, min: u64, off: u64, len: Option<u64>)
     v
 }
 
-/// The whole contract. `plant_junk` puts a non-LTX name into level 0 by backend-specific means.
-async fn conformance(c: &dyn ReplicaClient, plant_junk: impl AsyncFn(&str)) {
+/// The whole contract. `plant_junk` puts a non-LTX name into level 0 by backend-specific means;
+/// `conditional` says whether the server honours conditional writes (Garage 2.5.0 does not).
+async fn conformance(c: &dyn ReplicaClient, conditional: bool, plant_junk: impl AsyncFn(&str)) {
     assert!(
         c.list(0).await.unwrap().is_empty(),
         "fresh replica lists nothing"
@@ -90,9 +91,16 @@ async fn conformance(c: &dyn ReplicaClient, plant_junk: impl AsyncFn(&str)) {
         Ok(_) => panic!("want NotFound"),
     }
 
-    // Overwrite replaces the content.
-    put(c, 0, 2, 2, &d).await;
-    assert_eq!(read_all(c, 0, 2, 2).await.unwrap(), d.to_vec());
+    // Writes never replace: a second create of a name fails and keeps the first content.
+    match c.write(0, 2, 2, Body::Bytes(d.clone()), TS).await {
+        Err(StorageError::PreconditionFailed { .. }) => assert!(conditional),
+        Ok(_) => assert!(!conditional, "a create replaced an existing object"),
+        Err(e) => panic!("create of an existing object: {e}"),
+    }
+    if conditional {
+        assert_eq!(read_all(c, 0, 2, 2).await.unwrap(), b.to_vec());
+    }
+    lease_contract(c, conditional).await;
 
     // Delete: listed files go, missing ones are not an error.
     c.delete(0, &[(1, 1), (9, 9)]).await.unwrap();
@@ -107,8 +115,59 @@ async fn conformance(c: &dyn ReplicaClient, plant_junk: impl AsyncFn(&str)) {
     c.delete(0, &[]).await.unwrap();
 }
 
+/// The lease object changes only by compare-and-swap.
+async fn lease_contract(c: &dyn ReplicaClient, conditional: bool) {
+    use liteship::replica::{Precondition, Version};
+    assert!(c.read_lease().await.unwrap().is_none());
+    let v1 = c
+        .write_lease(Bytes::from_static(b"one"), Precondition::Absent)
+        .await
+        .unwrap();
+    let (body, v) = c.read_lease().await.unwrap().unwrap();
+    assert_eq!((&body[..], &v), (&b"one"[..], &v1));
+    let again = c
+        .write_lease(Bytes::from_static(b"two"), Precondition::Absent)
+        .await;
+    let stale = c
+        .write_lease(
+            Bytes::from_static(b"three"),
+            Precondition::Matches(Version("\"stale\"".into())),
+        )
+        .await;
+    if conditional {
+        assert!(
+            matches!(again, Err(StorageError::PreconditionFailed { .. })),
+            "{again:?}"
+        );
+        assert!(
+            matches!(stale, Err(StorageError::PreconditionFailed { .. })),
+            "{stale:?}"
+        );
+        let v2 = c
+            .write_lease(
+                Bytes::from_static(b"four"),
+                Precondition::Matches(v1.clone()),
+            )
+            .await
+            .unwrap();
+        assert_ne!(v2, v1);
+        assert_eq!(&c.read_lease().await.unwrap().unwrap().0[..], b"four");
+    } else {
+        assert!(again.is_ok() && stale.is_ok(), "{again:?} {stale:?}");
+    }
+    // The lease is invisible to the LTX listings.
+    for level in 0..=9 {
+        assert!(c.list(level).await.unwrap().iter().all(|f| f.size > 0));
+    }
+}
+
 /// Uploads from a file larger than the multipart threshold and many small files.
 async fn large_and_many(c: &dyn ReplicaClient) {
+    large(c).await;
+    many(c).await;
+}
+
+async fn large(c: &dyn ReplicaClient) {
     let dir = tempfile::tempdir().unwrap();
     let big = payload(11 * 1024 * 1024 + 17, 9);
     let path = dir.path().join("big.ltx");
@@ -120,7 +179,9 @@ async fn large_and_many(c: &dyn ReplicaClient) {
         c.created_at(9, 1, 0x100).await.unwrap(),
         system_time_from_ms(TS)
     );
+}
 
+async fn many(c: &dyn ReplicaClient) {
     let n = 1005u64;
     futures::stream::iter(1..=n)
         .map(|i| async move {
@@ -147,7 +208,7 @@ async fn file_backend_conformance() {
     let dir = tempfile::tempdir().unwrap();
     let c = FileReplica::new(dir.path().join("replica"));
     let junk_dir = c.level_dir(0);
-    conformance(&c, async |name: &str| {
+    conformance(&c, true, async |name: &str| {
         std::fs::create_dir_all(&junk_dir).unwrap();
         std::fs::write(junk_dir.join(name), b"junk").unwrap();
     })
@@ -179,10 +240,12 @@ async fn file_backend_layout_and_mtime() {
 
 /// The whole contract on `c`, an S3 replica over `tb`'s bucket (junk planted with a plain
 /// client), then the large and many-file cases.
-async fn s3_conformance(c: &dyn ReplicaClient, tb: &TestBucket) {
-    let raw = raw_client(&tb.config).await;
+async fn s3_conformance(c: &dyn ReplicaClient, tb: &TestBucket, srv: &S3Server) {
+    let raw = raw_client_on(srv, &tb.config).await;
     let bucket = tb.config.bucket.clone();
-    conformance(c, async |name: &str| {
+    let conditional =
+        srv.garage.is_none() || std::env::var_os("LITESHIP_TEST_S3_ENDPOINT").is_some();
+    conformance(c, conditional, async |name: &str| {
         raw.put_object()
             .bucket(&bucket)
             .key(format!("db/0000/{name}"))
@@ -192,13 +255,35 @@ async fn s3_conformance(c: &dyn ReplicaClient, tb: &TestBucket) {
             .unwrap();
     })
     .await;
-    large_and_many(c).await;
+    // moto 5.2 answers CompleteMultipartUpload with a `…Response` root element that the
+    // Rust SDK rejects (boto3 does not look); multipart uploads are covered on Garage.
+    if srv.garage.is_none()
+        && std::env::var_os("LITESHIP_TEST_S3_ENDPOINT").is_none()
+        && !is_minio(srv)
+    {
+        many(c).await;
+    } else {
+        large_and_many(c).await;
+    }
+}
+
+/// The testcontainers MinIO fixture (its fixed access key).
+fn is_minio(srv: &S3Server) -> bool {
+    srv.access_key_id == "liteship"
 }
 
 #[tokio::test]
 async fn s3_backend_conformance() {
     let tb = TestBucket::new().await;
-    s3_conformance(&tb.replica, &tb).await;
+    s3_conformance(&tb.replica, &tb, crate::support::s3::server()).await;
+}
+
+/// The same contract on a server that honours conditional writes (moto).
+#[tokio::test]
+async fn s3_backend_conformance_with_conditional_writes() {
+    let srv = crate::support::moto::server();
+    let tb = TestBucket::on(srv).await;
+    s3_conformance(&tb.replica, &tb, srv).await;
 }
 
 #[tokio::test]
@@ -240,7 +325,7 @@ async fn s3_backend_with_sse_c() {
     let sse = liteship::replica::s3::S3Replica::new(&cfg, &tuning)
         .await
         .unwrap();
-    s3_conformance(&sse, &tb).await;
+    s3_conformance(&sse, &tb, crate::support::s3::server()).await;
     let data = payload(1000, 3);
     put(&sse, 0, 7, 7, &data).await;
     assert_eq!(read_range(&sse, 7, 0, None).await, data.to_vec());

@@ -1,7 +1,9 @@
 //! liteship's integration tests: one binary, so the S3 server and oracle installs are shared.
 
 mod conformance;
+mod fault_matrix;
 mod nomad_job;
+mod one_writer;
 mod oracle_ltx;
 mod replicate_core;
 mod replicate_edges;

@@ -303,7 +303,7 @@ fn lineage_refusal_and_restore_then_replicate() {
         "{body}"
     );
     assert_eq!(rep.metric("liteship_db_refused"), Some(1.0));
-    assert!(rep.stop().success());
+    assert_eq!(rep.stop().code(), Some(1), "a refused database exits 1");
     assert!(rep_log_has(dir.path(), "ERROR"), "an ERROR was logged");
 
     // Restore, then replicate: continues the history.

@@ -14,10 +14,10 @@ use liteship::ltx::{Encoder, decode_all};
 use liteship::replica::file::FileReplica;
 use liteship::replica::url::ReplicaUrl;
 use liteship::replica::{ReplicaClient, SNAPSHOT_LEVEL};
+use liteship::replicate::health::Health;
 use liteship::replicate::metrics::Metrics;
-use liteship::replicate::status::Status;
-use liteship::replicate::{DbReplicator, Globals};
-use tokio::sync::watch;
+use liteship::replicate::shutdown::{self, ShutdownTrigger};
+use liteship::replicate::{DbOutcome, DbReplicator, Globals};
 use tokio::task::JoinHandle;
 
 use crate::support::cli::s;
@@ -108,8 +108,8 @@ fn position_at_wal_header() {
 
 /// A replicator run inside the test process, over a (fault-injecting) client.
 struct InProcess {
-    stop: watch::Sender<u8>,
-    task: JoinHandle<anyhow::Result<bool>>,
+    stop: ShutdownTrigger,
+    task: JoinHandle<DbOutcome>,
     metrics: Arc<Metrics>,
     label: String,
 }
@@ -128,9 +128,9 @@ impl InProcess {
         };
         let metrics = Arc::new(Metrics::new());
         let label = db.display().to_string();
-        let status = Arc::new(Status::new(label.clone()));
-        let (stop, rx) = watch::channel(0u8);
-        let r = DbReplicator::new(cfg, Arc::new(g), client, metrics.clone(), status);
+        let health = Arc::new(Health::new(label.clone(), metrics.clone()));
+        let (stop, rx) = shutdown::channel();
+        let r = DbReplicator::new(cfg, Arc::new(g), client, metrics.clone(), health);
         let task = tokio::spawn(r.run(rx));
         InProcess {
             stop,
@@ -149,12 +149,12 @@ impl InProcess {
 
     /// Stops it as SIGTERM would; it must finish (final upload included) within 20 s.
     async fn stop(self) -> bool {
-        self.stop.send(1).unwrap();
-        tokio::time::timeout(Duration::from_secs(20), self.task)
+        self.stop.stop(Duration::from_secs(10));
+        let outcome = tokio::time::timeout(Duration::from_secs(20), self.task)
             .await
             .expect("replicator did not stop within 20 s")
-            .unwrap()
-            .unwrap()
+            .unwrap();
+        matches!(outcome, DbOutcome::Durable { .. })
     }
 }
 

@@ -46,7 +46,7 @@ fn assert_failed_cleanly(out: &std::process::Output, dbpath: &Path, want: &str) 
     );
     assert!(!dbpath.exists(), "output written despite the failure");
     assert!(
-        !liteship::replica::file::tmp_path(dbpath).exists(),
+        !liteship::fsutil::tmp_path(dbpath).exists(),
         ".tmp left behind"
     );
 }

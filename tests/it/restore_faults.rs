@@ -96,7 +96,7 @@ async fn endless_drops_fail_cleanly() {
         "{err}"
     );
     assert!(!out.exists());
-    assert!(!liteship::replica::file::tmp_path(&out).exists());
+    assert!(!liteship::fsutil::tmp_path(&out).exists());
 }
 
 /// Encodes `pages` of random content (from `seed`) as one file.
@@ -208,6 +208,6 @@ async fn corrupt_large_files_are_detected_in_parallel_decode() {
         let err = restore(Arc::new(base), &opts(&out, 4)).await.unwrap_err();
         let file_name = name.rsplit('/').next().unwrap();
         assert!(err.to_string().contains(file_name), "{err}");
-        assert!(!out.exists() && !liteship::replica::file::tmp_path(&out).exists());
+        assert!(!out.exists() && !liteship::fsutil::tmp_path(&out).exists());
     }
 }

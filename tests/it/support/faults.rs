@@ -8,7 +8,9 @@ use std::task::{Context, Poll};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use liteship::replica::{Body, ByteReader, LtxFileInfo, RawEntry, ReplicaClient, StorageError};
+use liteship::replica::{
+    Body, ByteReader, LtxFileInfo, Precondition, RawEntry, ReplicaClient, StorageError, Version,
+};
 use tokio::io::{AsyncRead, ReadBuf};
 
 #[derive(Debug)]
@@ -168,6 +170,16 @@ impl<C: ReplicaClient> ReplicaClient for Flaky<C> {
     }
     async fn created_at(&self, l: u8, a: u64, b: u64) -> Result<SystemTime, StorageError> {
         self.inner.created_at(l, a, b).await
+    }
+    async fn read_lease(&self) -> Result<Option<(bytes::Bytes, Version)>, StorageError> {
+        self.inner.read_lease().await
+    }
+    async fn write_lease(
+        &self,
+        body: bytes::Bytes,
+        cond: Precondition,
+    ) -> Result<Version, StorageError> {
+        self.inner.write_lease(body, cond).await
     }
     async fn list_raw(&self, dir: &str) -> Result<Vec<RawEntry>, StorageError> {
         self.inner.list_raw(dir).await

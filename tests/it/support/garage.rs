@@ -127,6 +127,24 @@ api_bind_addr = "127.0.0.1:{admin}"
         }
     }
 
+    /// Freezes the server (SIGSTOP): connections are accepted by the kernel but never
+    /// answered, as with a hung server.
+    pub fn freeze(&self) {
+        let pid = *self.pid.lock().unwrap();
+        unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    }
+
+    /// Lets a frozen server run again (SIGCONT).
+    pub fn thaw(&self) {
+        let pid = *self.pid.lock().unwrap();
+        unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+    }
+
+    /// The S3 API port.
+    pub fn port(&self) -> u16 {
+        self.endpoint.rsplit(':').next().unwrap().parse().unwrap()
+    }
+
     /// Starts the server again on the same ports and data.
     pub fn resume(&self) {
         let cfg = self.dir.join("garage.toml");

@@ -5,6 +5,7 @@
 pub mod cli;
 pub mod faults;
 pub mod garage;
+pub mod moto;
 pub mod oracle;
 pub mod replicator;
 pub mod s3;

@@ -46,6 +46,105 @@ impl Replicator {
         }
     }
 
+    /// Like [`Replicator::start`], with the open-file limit (soft and hard) set to `nofile`.
+    pub fn start_with_fd_limit(dir: &Path, args: &[&str], nofile: u64) -> Replicator {
+        use std::os::unix::process::CommandExt;
+        let port = super::free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let log = dir.join(format!("replicate-fd-{port}.log"));
+        let f = std::fs::File::create(&log).unwrap();
+        let mut c = super::cli::liteship();
+        c.arg("replicate").args(["-addr", &addr]).args(args);
+        // SAFETY: setrlimit is async-signal-safe and only affects the child.
+        unsafe {
+            c.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: nofile,
+                    rlim_max: nofile,
+                };
+                libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+                Ok(())
+            });
+        }
+        let child = c
+            .stdin(Stdio::null())
+            .stdout(f.try_clone().unwrap())
+            .stderr(f)
+            .spawn()
+            .unwrap();
+        Replicator {
+            child: Some(child),
+            log,
+            addr,
+        }
+    }
+
+    /// SIGTERM and wait (up to `limit`): the exit status and how long it took.
+    pub fn stop_within(mut self, limit: Duration) -> (ExitStatus, Duration) {
+        let mut c = self.child.take().unwrap();
+        let t0 = Instant::now();
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let st = wait_timeout(&mut c, limit).unwrap_or_else(|| {
+            let _ = c.kill();
+            panic!(
+                "replicator did not stop within {limit:?}: {}",
+                self.log_text()
+            )
+        });
+        (st, t0.elapsed())
+    }
+
+    /// A metric's value for the series whose labels contain every `labels` pair.
+    pub fn metric_with(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let (_, body) = self.get("/metrics")?;
+        body.lines()
+            .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+            .filter(|l| {
+                labels
+                    .iter()
+                    .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+            })
+            .find_map(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
+    /// Polls `/readyz` until `pred(status, body)` holds (up to `timeout`); the last answer.
+    pub fn wait_readyz(
+        &self,
+        timeout: Duration,
+        pred: impl Fn(u16, &str) -> bool,
+    ) -> (u16, String) {
+        let deadline = Instant::now() + timeout;
+        let mut last = None;
+        while Instant::now() < deadline {
+            if let Some((s, b)) = self.get("/readyz") {
+                if pred(s, &b) {
+                    return (s, b);
+                }
+                last = Some((s, b));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!(
+            "/readyz never matched within {timeout:?}; last {last:?}: {}",
+            self.log_text()
+        );
+    }
+
+    /// Waits until the log contains `needle` (up to `timeout`).
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log_text();
+            if log.contains(needle) {
+                return log;
+            }
+            if Instant::now() > deadline {
+                panic!("{needle:?} not logged within {timeout:?}: {log}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// [`Replicator::start`], then waits (up to 30 s) until `/readyz` answers 200; the
     /// replicator's log is shown if it does not.
     pub fn start_ready(dir: &Path, args: &[&str], creds: Option<&S3Config>) -> Replicator {

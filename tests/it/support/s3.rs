@@ -65,7 +65,7 @@ pub fn test_tuning() -> S3Tuning {
         initial_backoff: std::time::Duration::from_millis(50),
         max_backoff: std::time::Duration::from_millis(500),
         connect_timeout: std::time::Duration::from_secs(2),
-        read_timeout: std::time::Duration::from_secs(30),
+        stall_timeout: std::time::Duration::from_secs(20),
     }
 }
 
@@ -129,6 +129,11 @@ impl TestBucket {
 /// A plain SDK client for the server, to inspect or plant objects directly.
 pub async fn raw_client(config: &S3Config) -> aws_sdk_s3::Client {
     raw_client_for(server(), config).await
+}
+
+/// A plain SDK client for `srv`.
+pub async fn raw_client_on(srv: &S3Server, config: &S3Config) -> aws_sdk_s3::Client {
+    raw_client_for(srv, config).await
 }
 
 /// A dedicated Garage server for one test.

@@ -1,4 +1,5 @@
-//! Parallel ranged downloads delivered in order.
+//! Reading a replica, shared by restore and replication: the listing of every level
+//! ([`list_levels`]) and parallel ranged downloads delivered in order.
 //!
 //! The plan's files are cut into chunks of at most `chunk_size` bytes. Up to `parallelism`
 //! chunks are downloaded at once (`buffered` keeps their order), and each finished chunk is
@@ -15,8 +16,47 @@ use futures::StreamExt;
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 
-use crate::replica::{LtxFileInfo, ReplicaClient, StorageError};
+use super::{LtxFileInfo, MAX_LEVEL, ReplicaClient, StorageError};
 use crate::retry::{Backoff, is_retryable};
+
+/// Concurrent HEAD requests when creation times are read from object metadata.
+const HEAD_CONCURRENCY: usize = 32;
+
+/// Lists levels 0..=9, `concurrency` at a time (a restore wants them at once; the
+/// replicator, one after the other, so that a server that stops answering holds one
+/// connection, not ten). With `recorded_times`, replaces each creation time by the one
+/// recorded at write time (S3 `litestream-timestamp` metadata, one HEAD per file), as
+/// Litestream does for timestamp restores.
+pub async fn list_levels(
+    client: &dyn ReplicaClient,
+    recorded_times: bool,
+    concurrency: usize,
+) -> Result<Vec<Vec<LtxFileInfo>>, StorageError> {
+    let lists: Vec<Result<Vec<LtxFileInfo>, StorageError>> =
+        futures::stream::iter((0..=MAX_LEVEL).map(|l| client.list(l)))
+            .buffered(concurrency.max(1))
+            .collect()
+            .await;
+    let mut levels: Vec<Vec<LtxFileInfo>> = lists.into_iter().collect::<Result<_, _>>()?;
+    if recorded_times {
+        for files in &mut levels {
+            let ids: Vec<(u8, u64, u64)> = files
+                .iter()
+                .map(|f| (f.level, f.min_txid, f.max_txid))
+                .collect();
+            let times: Vec<Result<std::time::SystemTime, StorageError>> =
+                futures::stream::iter(ids)
+                    .map(|(l, a, b)| client.created_at(l, a, b))
+                    .buffered(HEAD_CONCURRENCY)
+                    .collect()
+                    .await;
+            for (f, t) in files.iter_mut().zip(times) {
+                f.created_at = t?;
+            }
+        }
+    }
+    Ok(levels)
+}
 
 /// Finished chunks waiting for the applier.
 const CHANNEL_DEPTH: usize = 2;
@@ -83,6 +123,24 @@ pub fn spawn_fetcher(
         }
     });
     rx
+}
+
+/// The last 8 bytes (the file checksum) of a replica file of `size` bytes.
+pub async fn trailer(
+    client: &dyn ReplicaClient,
+    level: u8,
+    min: u64,
+    max: u64,
+    size: u64,
+) -> Result<[u8; 8], StorageError> {
+    let mut r = client
+        .open(level, min, max, size.saturating_sub(8), Some(8))
+        .await?;
+    let mut b = [0u8; 8];
+    r.read_exact(&mut b)
+        .await
+        .map_err(|e| StorageError::read(client.key(level, min, max), e))?;
+    Ok(b)
 }
 
 /// Chunk size of [`download_to_file`].

@@ -1,0 +1,198 @@
+//! Crash-safe file writes shared by every layer that writes a final file: staged level-0
+//! files (`db`), file-replica objects (`replica::file`), lineage markers and restore output.
+//!
+//! The rule: a final file is written as `<name>.tmp`, fsynced, renamed over its name, and
+//! the directory fsynced, so that after a crash either the old file or the whole new one is
+//! there. Leftover `.tmp` files are removed by whoever owns the directory at start.
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+
+/// A filesystem operation that failed, with the path it failed on.
+#[derive(Debug, thiserror::Error)]
+#[error("{op} {path}: {source}")]
+pub struct FsError {
+    pub op: &'static str,
+    pub path: String,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl FsError {
+    pub fn new(op: &'static str, path: &Path, source: std::io::Error) -> Self {
+        FsError {
+            op,
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    /// ENOSPC or EDQUOT.
+    pub fn is_disk_full(&self) -> bool {
+        is_disk_full(&self.source)
+    }
+}
+
+/// Whether an I/O error means the disk (or the user's quota) is full.
+pub fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+/// `<path>.tmp`, the temp name used for every atomic write.
+pub fn tmp_path(path: &Path) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(".tmp");
+    PathBuf::from(s)
+}
+
+/// fsyncs a directory so that a rename in it is durable.
+pub fn sync_dir(dir: &Path) -> Result<(), FsError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| FsError::new("fsync directory", dir, e))
+}
+
+/// The directory a path lives in (`.` for a bare name).
+pub fn parent_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
+/// What to write.
+pub enum Source<'a> {
+    Bytes(&'a [u8]),
+    File(&'a Path),
+}
+
+/// Writes `src` to `path` via `path.tmp` + fsync + rename + directory fsync, creating the
+/// directory if needed. Returns the number of bytes written. On failure the temp file is
+/// removed and `path` is untouched.
+pub fn write_atomic(path: &Path, src: Source<'_>) -> Result<u64, FsError> {
+    let dir = parent_dir(path);
+    fs::create_dir_all(dir).map_err(|e| FsError::new("create directory", dir, e))?;
+    let tmp = tmp_path(path);
+    let res = write_tmp(&tmp, src).and_then(|size| {
+        fs::rename(&tmp, path).map_err(|e| FsError::new("rename", &tmp, e))?;
+        sync_dir(dir)?;
+        Ok(size)
+    });
+    if res.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    res
+}
+
+/// Like [`write_atomic`] but never replaces: the temp file is hard-linked to `path`, which
+/// fails with `AlreadyExists` if `path` exists (on a filesystem without hard links, a
+/// rename after an existence check). The directory is fsynced; the temp file removed.
+pub fn write_new(path: &Path, src: Source<'_>) -> Result<u64, FsError> {
+    let dir = parent_dir(path);
+    fs::create_dir_all(dir).map_err(|e| FsError::new("create directory", dir, e))?;
+    let tmp = tmp_path(path);
+    let res = write_tmp(&tmp, src).and_then(|size| {
+        match fs::hard_link(&tmp, path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(FsError::new("create", path, e));
+            }
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EPERM | libc::EOPNOTSUPP | libc::EXDEV)
+                ) =>
+            {
+                if path.exists() {
+                    let e = std::io::Error::from(std::io::ErrorKind::AlreadyExists);
+                    return Err(FsError::new("create", path, e));
+                }
+                fs::rename(&tmp, path).map_err(|e| FsError::new("rename", &tmp, e))?;
+            }
+            Err(e) => return Err(FsError::new("link", path, e)),
+        }
+        sync_dir(dir)?;
+        Ok(size)
+    });
+    let _ = fs::remove_file(&tmp);
+    res
+}
+
+fn write_tmp(tmp: &Path, src: Source<'_>) -> Result<u64, FsError> {
+    let mut f = File::create(tmp).map_err(|e| FsError::new("create", tmp, e))?;
+    let size = match src {
+        Source::Bytes(b) => {
+            f.write_all(b).map_err(|e| FsError::new("write", tmp, e))?;
+            b.len() as u64
+        }
+        Source::File(from) => {
+            let mut r = File::open(from).map_err(|e| FsError::new("open", from, e))?;
+            copy(&mut r, &mut f).map_err(|e| FsError::new("write", tmp, e))?
+        }
+    };
+    f.sync_all().map_err(|e| FsError::new("fsync", tmp, e))?;
+    Ok(size)
+}
+
+/// Copy buffer: large enough that a file-replica upload is a few syscalls per MiB.
+const COPY_BUFFER: usize = 256 * 1024;
+
+fn copy(r: &mut File, w: &mut File) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; COPY_BUFFER];
+    let mut total = 0u64;
+    loop {
+        let n = r.read(&mut buf)?;
+        if n == 0 {
+            return Ok(total);
+        }
+        w.write_all(&buf[..n])?;
+        total += n as u64;
+    }
+}
+
+/// Removes leftover `*.tmp` files in `dir` (a missing directory is fine).
+pub fn remove_tmp_files(dir: &Path) -> Result<(), FsError> {
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(FsError::new("list", dir, e)),
+    };
+    for e in entries {
+        let p = e.map_err(|e| FsError::new("list", dir, e))?.path();
+        if p.extension().is_some_and(|x| x == "tmp") {
+            fs::remove_file(&p).map_err(|e| FsError::new("remove", &p, e))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_whole_file_and_leaves_no_tmp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("sub/x.ltx");
+        assert_eq!(write_atomic(&p, Source::Bytes(b"one")).unwrap(), 3);
+        assert_eq!(write_atomic(&p, Source::Bytes(b"second")).unwrap(), 6);
+        assert_eq!(fs::read(&p).unwrap(), b"second");
+        assert!(!tmp_path(&p).exists());
+        let missing = dir.path().join("nope");
+        let err = write_atomic(&p, Source::File(&missing)).unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+        assert_eq!(fs::read(&p).unwrap(), b"second", "untouched on failure");
+        assert!(!tmp_path(&p).exists());
+    }
+
+    #[test]
+    fn write_new_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.ltx");
+        assert_eq!(write_new(&p, Source::Bytes(b"mine")).unwrap(), 4);
+        let e = write_new(&p, Source::Bytes(b"theirs")).unwrap_err();
+        assert_eq!(e.source.kind(), std::io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&p).unwrap(), b"mine");
+        assert!(!tmp_path(&p).exists());
+    }
+}
