@@ -195,6 +195,13 @@ impl S3Replica {
                     return StorageError::PreconditionFailed { key: key.into() };
                 }
                 match code {
+                    "RequestTimeTooSkewed" => StorageError::Other {
+                        op,
+                        key: key.into(),
+                        message: format!(
+                            "{code} {message} (HTTP {status}): this host's clock differs from the server's; synchronise it (NTP)"
+                        ),
+                    },
                     "NoSuchKey" => StorageError::NotFound { key: key.into() },
                     "NoSuchBucket" => self.no_such_bucket(),
                     "InvalidAccessKeyId"

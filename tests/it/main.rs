@@ -2,6 +2,7 @@
 
 mod conformance;
 mod fault_matrix;
+mod net_faults;
 mod nomad_job;
 mod one_writer;
 mod oracle_ltx;

@@ -7,6 +7,7 @@ pub mod faults;
 pub mod garage;
 pub mod moto;
 pub mod oracle;
+pub mod proxy;
 pub mod replicator;
 pub mod s3;
 pub mod sqlite;
