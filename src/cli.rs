@@ -99,8 +99,8 @@ pub struct ReplicateArgs {
     pub positional: Vec<String>,
     #[command(flatten)]
     pub common: CommonArgs,
-    /// Start this command once the databases are ready; forward signals to it; exit with
-    /// its status when it exits.
+    /// Start this command once every database passed the start-up checks (replication then
+    /// runs beside it); forward signals to it; exit with its status when it exits.
     #[arg(long = "exec", value_name = "CMD")]
     pub exec: Option<String>,
     /// Serve /metrics, /healthz and /readyz on this address (overrides `addr`).

@@ -60,6 +60,26 @@ pub fn parent_dir(path: &Path) -> &Path {
         .unwrap_or(Path::new("."))
 }
 
+/// When `path` is a symbolic link, the file it finally points to, resolved against each
+/// link's directory (the target need not exist). Writers of a database (SQLite, which
+/// follows the link for its `-wal`) and liteship must then work on the target.
+pub fn symlink_target(path: &Path) -> std::io::Result<Option<PathBuf>> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_symlink() => {}
+        _ => return Ok(None),
+    }
+    let mut cur = path.to_path_buf();
+    for _ in 0..40 {
+        let next = fs::read_link(&cur)?;
+        cur = parent_dir(&cur).join(next);
+        match fs::symlink_metadata(&cur) {
+            Ok(m) if m.file_type().is_symlink() => continue,
+            _ => return Ok(Some(cur.components().collect())),
+        }
+    }
+    Err(std::io::Error::other("too many levels of symbolic links"))
+}
+
 /// What to write.
 pub enum Source<'a> {
     Bytes(&'a [u8]),

@@ -52,10 +52,18 @@ async fn run_inner(args: RestoreArgs) -> anyhow::Result<ExitCode> {
     match restore(client, &opts).await? {
         Outcome::SkippedDbExists => {
             tracing::info!(path = %opts.output.display(), "database already exists, skipping");
+            if args.json {
+                let v = serde_json::json!({"db_path": opts.output, "skipped": "database already exists"});
+                println!("{v}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Outcome::NoBackups => {
             tracing::info!(replica = %location, "no matching backups found");
+            if args.json {
+                let v = serde_json::json!({"replica": location, "skipped": "no matching backups found"});
+                println!("{v}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Outcome::DryRun(plan) => {

@@ -116,6 +116,11 @@ pub enum DbError {
         "{path} was replaced while liteship was replicating it (it is now another file); the replica keeps the old database's history. Stop the application, then restore with `liteship restore` or restart replicate with -allow-new-history to make the new file the replica's newest state"
     )]
     Replaced { path: String },
+    /// The `-wal` file was removed or replaced under a running replicator.
+    #[error(
+        "{path} was removed or replaced while liteship was replicating (committed changes in it may be lost, and liteship cannot follow the new one); the replica keeps the history up to the last sync. Check the database, then restart replicate (with -allow-new-history if the database is to become the replica's newest state)"
+    )]
+    WalReplaced { path: String },
 }
 
 impl DbError {
@@ -244,16 +249,33 @@ impl Db {
 
     /// Fails with [`DbError::Replaced`] when the path now names another file than the one
     /// opened (deleted and recreated, or moved over): one `stat` per call.
+    ///
+    /// The same holds for the `-wal` file once it is open: SQLite never removes it while
+    /// liteship's connections are open, so a `-wal` that is gone or is another file means
+    /// someone removed it (losing the committed frames it held) or put another database
+    /// in place; liteship would otherwise go on reading the old, unlinked WAL and miss every
+    /// later commit.
     pub fn check_identity(&self) -> Result<(), DbError> {
+        let replaced = || DbError::Replaced {
+            path: self.path.display().to_string(),
+        };
         match std::fs::metadata(&self.path) {
-            Ok(m) if (m.dev(), m.ino()) == self.identity => Ok(()),
-            Ok(_) => Err(DbError::Replaced {
-                path: self.path.display().to_string(),
+            Ok(m) if (m.dev(), m.ino()) == self.identity => {}
+            Ok(_) => return Err(replaced()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(replaced()),
+            Err(e) => return Err(DbError::io("stat", &self.path, e)),
+        }
+        let Some(fd) = &self.wal_fd else {
+            return Ok(());
+        };
+        let open = fd
+            .metadata()
+            .map_err(|e| DbError::io("stat", &self.wal_path, e))?;
+        match std::fs::metadata(&self.wal_path) {
+            Ok(m) if (m.dev(), m.ino()) == (open.dev(), open.ino()) => Ok(()),
+            Ok(_) | Err(_) => Err(DbError::WalReplaced {
+                path: self.wal_path.display().to_string(),
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(DbError::Replaced {
-                path: self.path.display().to_string(),
-            }),
-            Err(e) => Err(DbError::io("stat", &self.path, e)),
         }
     }
 
@@ -342,6 +364,34 @@ impl Db {
         self.meta
             .clear()
             .map_err(|e| DbError::io("clear", &self.meta.l0_dir, e))?;
+        self.pos = Some(Position {
+            txid,
+            wal_end: 0,
+            salt1: 0,
+            salt2: 0,
+            commit: 0,
+            page_size: self.page_size,
+        });
+        self.needs_full = Some(reason);
+        Ok(())
+    }
+
+    /// Drops the staged files above `txid` (those at or below stay, to be uploaded) and
+    /// makes `txid` the position: the next file is a full image at `txid + 1`.
+    pub fn truncate_staging_after(
+        &mut self,
+        txid: u64,
+        reason: &'static str,
+    ) -> Result<(), DbError> {
+        let io = |e| DbError::io("clear", &self.meta.l0_dir, e);
+        let above: Vec<u64> = self
+            .meta
+            .staged()
+            .map_err(io)?
+            .into_iter()
+            .filter(|t| *t > txid)
+            .collect();
+        self.meta.remove(&above).map_err(io)?;
         self.pos = Some(Position {
             txid,
             wal_end: 0,

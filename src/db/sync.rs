@@ -104,6 +104,18 @@ impl Db {
         }
     }
 
+    /// Why the next level-0 file will be a full image although a position exists and no
+    /// reset asked for one (the WAL was reset or rewritten where liteship could not follow).
+    pub fn unexplained_full_image(&mut self) -> Option<&'static str> {
+        if self.pos.is_none() || self.needs_full.is_some() {
+            return None;
+        }
+        match self.decide() {
+            Ok(Mode::Full(reason)) => Some(reason),
+            _ => None,
+        }
+    }
+
     pub(crate) fn wal_header(&mut self) -> Option<WalHeader> {
         let wal = self.wal()?;
         let mut b = [0u8; WAL_HEADER_SIZE];

@@ -31,8 +31,12 @@ pub struct FileReplica {
 }
 
 impl FileReplica {
+    /// A replica rooted at `root` (`a//b/` and `a/b` are one replica).
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        FileReplica { root: root.into() }
+        let root: PathBuf = root.into();
+        FileReplica {
+            root: root.components().collect(),
+        }
     }
 
     pub fn root(&self) -> &Path {

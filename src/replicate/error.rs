@@ -72,6 +72,8 @@ pub enum Cause {
     Replica,
     /// Another replicator holds the replica's writer lease.
     LeaseHeld,
+    /// Staged files were replaced by a full image to bound the local disk.
+    StagingLimit,
     /// Anything else.
     Other,
 }
@@ -91,6 +93,7 @@ impl Cause {
             Cause::Stalled => "stalled",
             Cause::Replica => "replica",
             Cause::LeaseHeld => "lease_held",
+            Cause::StagingLimit => "staging_limit",
             Cause::Other => "other",
         }
     }
@@ -109,6 +112,7 @@ impl Cause {
             Cause::Stalled => "request stalled",
             Cause::Replica => "replica incomplete",
             Cause::LeaseHeld => "writer lease held by another replicator",
+            Cause::StagingLimit => "staging limit reached",
             Cause::Other => "error",
         }
     }
@@ -148,7 +152,9 @@ impl Cause {
             DbError::Sqlite { .. } => Cause::Database,
             DbError::Io { source, .. } if crate::fsutil::is_disk_full(source) => Cause::DiskFull,
             DbError::Io { .. } => Cause::LocalIo,
-            DbError::Invalid(_) | DbError::Replaced { .. } => Cause::Database,
+            DbError::Invalid(_) | DbError::Replaced { .. } | DbError::WalReplaced { .. } => {
+                Cause::Database
+            }
         }
     }
 }

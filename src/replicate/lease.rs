@@ -38,8 +38,8 @@ pub struct Holder {
     pub host: String,
     pub pid: u32,
     pub db: String,
-    /// Device and inode of the database file (`dev:ino`): the same path in two containers
-    /// or allocations is not the same database.
+    /// Device, inode and birth time of the database file (`dev:ino:btime`): the same path in
+    /// two containers or allocations is not the same database.
     #[serde(default)]
     pub file: String,
     /// Random per process: tells this process from another with the same host and pid.
@@ -103,6 +103,11 @@ pub enum LeaseError {
     /// The lease object is not ours to read.
     #[error("writer lease object is unreadable: {0}; delete it only when no replicator runs")]
     Corrupt(String),
+    /// Another database of this very process holds it: two databases share one replica.
+    #[error(
+        "database {other} of this same process replicates to this replica: give each database its own replica path"
+    )]
+    SameProcess { other: String },
 }
 
 #[derive(Debug)]
@@ -172,10 +177,21 @@ impl Lease {
     /// Whether `holder` is this process, or an earlier replicator of the same database on
     /// this host: this process holds the host's replicate lock of that database, so that
     /// one has ended (a crash or kill) and need not be waited for.
+    /// (A hard link or a second path to the same file is another process's own lock, so
+    /// the holder's pid must also be gone.)
     fn succeeds(&self, holder: &Holder) -> bool {
         let me = self.me();
         holder == &me
-            || (holder.host == me.host && !holder.file.is_empty() && holder.file == me.file)
+            || (holder.host == me.host
+                && !holder.file.is_empty()
+                && holder.file == me.file
+                && !pid_alive(holder.pid))
+    }
+
+    /// Whether `holder` was this very database file on this host.
+    pub fn same_file(&self, holder: &Holder) -> bool {
+        let me = self.me();
+        holder.host == me.host && !holder.file.is_empty() && holder.file == me.file
     }
 
     fn doc(&self, since_ms: i64) -> LeaseDoc {
@@ -188,13 +204,24 @@ impl Lease {
         }
     }
 
-    /// One attempt to acquire the lease.
-    pub async fn acquire(&self, client: &dyn ReplicaClient) -> Result<(), LeaseError> {
+    /// One attempt to acquire the lease. Returns the previous holder, if there was one.
+    pub async fn acquire(&self, client: &dyn ReplicaClient) -> Result<Option<Holder>, LeaseError> {
         if let State::Lost(by) = &*self.lock() {
             return Err(LeaseError::Lost { by: by.clone() });
         }
         let current = read(client).await?;
         let now = crate::timefmt::now_ms();
+        let me = self.me();
+        if let Some((doc, _)) = &current
+            && !doc.released
+            && doc.holder.host == me.host
+            && doc.holder.pid == me.pid
+            && doc.holder.token != me.token
+        {
+            return Err(LeaseError::SameProcess {
+                other: doc.holder.db.clone(),
+            });
+        }
         let cond = match &current {
             None => Precondition::Absent,
             Some((doc, version)) if doc.expired(now) || self.succeeds(&doc.holder) => {
@@ -222,7 +249,7 @@ impl Lease {
             renewed: Instant::now(),
         };
         tracing::info!(db = %self.me().db, ttl_s = self.ttl.as_secs(), "acquired the replica's writer lease");
-        Ok(())
+        Ok(current.map(|(d, _)| d.holder))
     }
 
     /// A second create must fail; when it does not, the server ignores conditional writes
@@ -257,7 +284,7 @@ impl Lease {
             State::Free => None,
         };
         let Some((version, doc)) = held else {
-            return self.acquire(client).await;
+            return self.acquire(client).await.map(|_| ());
         };
         let next = self.doc(doc.since_ms);
         match write(client, &next, Precondition::Matches(version)).await {
@@ -362,12 +389,18 @@ async fn write(
     }
 }
 
-/// `dev:ino` of a file (empty if it cannot be read).
+/// `dev:ino:birth-ns` of a file (empty if it cannot be read).
 pub fn file_id(path: &std::path::Path) -> String {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path)
-        .map(|m| format!("{}:{}", m.dev(), m.ino()))
+    crate::db::meta::file_identity(path)
+        .map(|(dev, ino, btime)| format!("{dev}:{ino}:{}", btime.unwrap_or(0)))
         .unwrap_or_default()
+}
+
+/// Whether a process with this pid exists (here, in this PID namespace).
+fn pid_alive(pid: u32) -> bool {
+    // SAFETY: signal 0 only checks for existence and permission.
+    let rc = unsafe { libc::kill(pid as i32, 0) };
+    rc == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
 }
 
 /// This host's name (for the lease holder and messages).

@@ -14,9 +14,13 @@ pub struct Facts {
     pub local_txid: Option<u64>,
     /// TXID of the oldest local level-0 file, if any (1: the local chain starts a history).
     pub local_oldest: Option<u64>,
-    /// Whether the local newest file equals the remote file with the same TXID (by file
-    /// checksum); `None` if the remote has no such file or it was not compared.
-    pub local_matches_remote: Option<bool>,
+    /// Whether the local staged files continue the replica's newest level-0 file: the
+    /// staged file with that TXID has the same file checksum, or the next staged file
+    /// continues its WAL range. `None` when it cannot be told from the files.
+    pub local_continues_remote: Option<bool>,
+    /// The replica's writer lease was last held by this very database file on this host
+    /// (a crash or kill of an earlier run), so the replica's newest state is its own.
+    pub last_holder_was_this_file: bool,
     /// TXID of a matching lineage marker (same file, same replica).
     pub marker_txid: Option<u64>,
     /// A marker for this replica exists but names another file, and the database's bytes
@@ -63,18 +67,22 @@ pub fn decide(f: &Facts) -> Start {
         return refuse_or_allow(f, verdict);
     }
     let verdict = match (f.local_txid, f.marker_txid) {
-        (Some(local), _) if local >= f.remote_txid && f.local_matches_remote != Some(false) => {
+        (Some(local), _)
+            if local >= f.remote_txid
+                && (f.local_continues_remote == Some(true) || f.last_holder_was_this_file) =>
+        {
             return Start::Continue;
         }
         (Some(local), _) if local >= f.remote_txid => format!(
-            "its replication state (txid {local:016x}) disagrees with the replica's file at that txid; another writer may be using this replica path"
+            "its replication state (txid {local:016x}) does not continue the replica's newest file (txid {:016x}): it comes from another history (another replica, or another writer of this one)",
+            f.remote_txid
         ),
         (Some(local), _) => format!(
             "its replication state ends at txid {local:016x} but the replica already holds txid {:016x}: the database is older than the replica",
             f.remote_txid
         ),
         (None, Some(m)) if m == f.remote_txid => return Start::ContinueFrom { txid: m },
-        (None, Some(_)) if f.auto_recover => {
+        (None, Some(_)) if f.auto_recover || f.last_holder_was_this_file => {
             return Start::ContinueFrom {
                 txid: f.remote_txid,
             };
@@ -111,6 +119,7 @@ mod tests {
             local_txid: local,
             marker_txid: marker,
             remote_txid: remote,
+            local_continues_remote: Some(true),
             ..Facts::default()
         }
     }
@@ -161,10 +170,23 @@ mod tests {
             );
         }
         let diverged = Facts {
-            local_matches_remote: Some(false),
+            local_continues_remote: Some(false),
             ..facts(Some(5), None, 5)
         };
-        assert!(matches!(decide(&diverged), Start::Refuse(m) if m.contains("another writer")));
+        assert!(matches!(decide(&diverged), Start::Refuse(m) if m.contains("another history")));
+        let unknown = Facts {
+            local_continues_remote: None,
+            ..facts(Some(7), None, 5)
+        };
+        assert!(
+            matches!(decide(&unknown), Start::Refuse(_)),
+            "no proof, no merge"
+        );
+        let crashed = Facts {
+            last_holder_was_this_file: true,
+            ..unknown
+        };
+        assert_eq!(decide(&crashed), Start::Continue);
         let recovered = Facts {
             auto_recover: true,
             ..facts(None, Some(3), 5)

@@ -18,6 +18,7 @@
 //! replica, checked by a listing at shutdown.
 
 pub mod error;
+pub mod facts;
 pub mod finish;
 pub mod health;
 pub mod http;
@@ -82,7 +83,16 @@ pub struct Running {
 
 /// Checks every database that exists (read-only), binds the HTTP address and starts one
 /// replicator per database.
-pub async fn start(dbs: Vec<Prepared>, opts: RunOptions) -> Result<Running, StartError> {
+pub async fn start(mut dbs: Vec<Prepared>, opts: RunOptions) -> Result<Running, StartError> {
+    for p in &mut dbs {
+        // SQLite follows a symlinked database path for its -wal: so must liteship.
+        if let Some(target) = crate::fsutil::symlink_target(&p.cfg.path)
+            .map_err(|e| StartError::Config(format!("{}: {e}", p.cfg.path.display())))?
+        {
+            tracing::info!(link = %p.cfg.path.display(), target = %target.display(), "the database path is a symbolic link; replicating its target");
+            p.cfg.path = target;
+        }
+    }
     check_distinct(&dbs)?;
     let mut locks = Vec::new();
     for p in &dbs {

@@ -114,7 +114,10 @@ impl DbReplicator {
             .disk_full
             .with_label_values(&l)
             .set(i64::from(cause == Cause::DiskFull));
-        if let ReplicateError::Sync(SyncError::Db(DbError::Replaced { .. })) = e {
+        if let ReplicateError::Sync(SyncError::Db(
+            DbError::Replaced { .. } | DbError::WalReplaced { .. },
+        )) = e
+        {
             self.metrics.refused.with_label_values(&l).set(1);
             self.health.fail(format!("stopped replicating: {e}"));
             return;

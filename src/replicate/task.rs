@@ -15,7 +15,7 @@ use super::error::{Cause, ReplicateError};
 use super::finish::DbOutcome;
 use super::health::{Component, Health, Restorable};
 use super::lease::{Lease, LeaseError};
-use super::lineage::{Facts, Start, decide};
+use super::lineage::{Start, decide};
 use super::metrics::Metrics;
 use super::remote::RemoteIndex;
 use super::shutdown::Shutdown;
@@ -87,6 +87,12 @@ pub struct DbReplicator {
     pub(crate) attempts_seen: std::sync::atomic::AtomicU64,
     /// The replica's writer lease.
     pub(crate) lease: Lease,
+    /// Who held the writer lease before this process took it.
+    pub(crate) previous_holder: std::sync::Mutex<Option<super::lease::Holder>>,
+    /// The highest level-0 TXID whose upload was attempted. Above the replica's known
+    /// position it may or may not be in the replica (an answer can be lost), so its TXID
+    /// is never given to other content.
+    pub(crate) attempted: std::sync::atomic::AtomicU64,
 }
 
 /// How start-up ended.
@@ -127,6 +133,8 @@ impl DbReplicator {
             staged_notify: Notify::new(),
             attempts_seen: Default::default(),
             lease,
+            attempted: Default::default(),
+            previous_holder: Default::default(),
         }
     }
 
@@ -179,8 +187,10 @@ impl DbReplicator {
         // The lease first: the listing and the lineage decision must see the replica as
         // the previous holder left it.
         self.lease.set_file(super::lease::file_id(&self.cfg.path));
-        if let Err(why) = self.acquire_lease(shutdown).await {
-            return Started::NeverListed(why);
+        match self.acquire_lease(shutdown).await {
+            Ok(()) => {}
+            Err(Err(fatal)) => return Started::Fatal(fatal),
+            Err(Ok(why)) => return Started::NeverListed(why),
         }
         let mut remote = match self.load_remote(shutdown).await {
             Ok(r) => r,
@@ -233,18 +243,29 @@ impl DbReplicator {
     /// Acquires the writer lease, waiting while another replicator holds it (until it is
     /// released or expires) and retrying failures. `Err` with the reason when shutdown
     /// came first.
-    async fn acquire_lease(&self, shutdown: &mut Shutdown) -> Result<(), String> {
+    /// `Err(Ok(why))`: stopped first; `Err(Err(why))`: it can never be acquired.
+    async fn acquire_lease(&self, shutdown: &mut Shutdown) -> Result<(), Result<String, String>> {
         let mut backoff = LIST_RETRY_FIRST;
         loop {
-            let res = tokio::select! {
-                r = self.lease.acquire(self.client.as_ref()) => r,
-                _ = shutdown.stopping() => return Err("shutdown before the writer lease was acquired".into()),
-            };
+            // An attempt in flight is not cancelled by a stop: it could have taken the lease
+            // on the server without this process knowing, leaving it held.
+            let res = self.lease.acquire(self.client.as_ref()).await;
+            if res.is_ok() && !shutdown.is_running() {
+                self.lease.release(self.client.as_ref()).await;
+                return Err(Ok("shutdown before replication started".into()));
+            }
             let wait = match res {
-                Ok(()) => {
+                Ok(previous) => {
+                    *self
+                        .previous_holder
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner()) = previous;
                     self.health.clear(Component::Lease);
                     self.note_lease();
                     return Ok(());
+                }
+                Err(LeaseError::SameProcess { .. }) => {
+                    return Err(Err(ReplicateError::from(res.unwrap_err()).to_string()));
                 }
                 Err(LeaseError::Held { expires_in, .. }) => {
                     let e = res.unwrap_err();
@@ -266,7 +287,7 @@ impl DbReplicator {
                 _ = shutdown.stopping() => {
                     let why = self.health.problem_message(Component::Lease)
                         .unwrap_or_else(|| "the writer lease was not acquired".into());
-                    return Err(why);
+                    return Err(Ok(why));
                 }
             }
         }
@@ -317,52 +338,6 @@ impl DbReplicator {
         }
     }
 
-    /// What is known locally (without opening the database) and remotely.
-    async fn facts(&self, remote: &RemoteIndex) -> Result<Facts, ReplicateError> {
-        let (meta, path, location) = (
-            self.meta.clone(),
-            self.cfg.path.clone(),
-            self.client.location(),
-        );
-        let (local, oldest, marker, other_file) = tokio::task::spawn_blocking(move || {
-            let local = meta.newest_header().ok().flatten().map(|h| h.max_txid);
-            let oldest = meta.staged().ok().and_then(|s| s.first().copied());
-            let lineage = Lineage::load(&meta).filter(|l| l.replica == location);
-            // A marker naming another file: a copy of the same database (a migrated disk)
-            // still continues the staged position by its bytes; a new database does not.
-            let other_file = lineage.as_ref().is_some_and(|l| !l.is_file(&path))
-                && !preflight::continues_staged(&path, &meta).unwrap_or(false);
-            let marker = lineage.filter(|l| l.is_file(&path)).and_then(|l| l.txid());
-            (local, oldest, marker, other_file)
-        })
-        .await?;
-        let mut matches = None;
-        if let Some(t) = local
-            && let Some(f) = remote.level(0).iter().find(|f| f.max_txid == t)
-        {
-            let local_sum = trailer_of(&self.meta.l0_path(t)).await?;
-            let remote_sum = crate::replica::read::trailer(
-                self.client.as_ref(),
-                0,
-                f.min_txid,
-                f.max_txid,
-                f.size,
-            )
-            .await?;
-            matches = Some(local_sum == remote_sum);
-        }
-        Ok(Facts {
-            local_txid: local,
-            local_oldest: oldest,
-            local_matches_remote: matches,
-            marker_txid: marker,
-            marker_other_file: other_file,
-            remote_txid: remote.max_txid(),
-            allow_new_history: self.g.allow_new_history,
-            auto_recover: self.cfg.replica.auto_recover,
-        })
-    }
-
     /// Opens the database (WAL mode, the pin) and applies the lineage decision.
     async fn open(&self, decision: Start) -> Result<(), ReplicateError> {
         let opts = DbOptions {
@@ -377,7 +352,7 @@ impl DbReplicator {
             self.cfg.meta_path.clone(),
             self.label.clone(),
         );
-        let db = tokio::task::spawn_blocking(move || {
+        let (db, unexplained) = tokio::task::spawn_blocking(move || {
             let mut db = Db::open(&path, meta_path.as_deref(), opts)?;
             match decision {
                 Start::Fresh if db.position().is_some() => {
@@ -391,10 +366,14 @@ impl DbReplicator {
                     db.reset_position(after, "new history")?;
                 }
             }
-            Ok::<_, crate::db::DbError>(db)
+            let unexplained = db.unexplained_full_image();
+            Ok::<_, crate::db::DbError>((db, unexplained))
         })
         .await??;
         let local = db.position().map_or(0, |p| p.txid);
+        if let Some(reason) = unexplained {
+            tracing::warn!(db = %self.label, reason, "the database changed while liteship was not running in a way it cannot follow; its current state becomes the replica's next state (a full level-0 image). If it was rolled back or replaced by hand, the replica's newest state goes back too: restore with `liteship restore` instead");
+        }
         self.health.set_local_txid(local);
         let _ = self.db.set(DbHandle::new(db));
         if local > 0 {

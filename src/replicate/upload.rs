@@ -18,6 +18,16 @@ use crate::replica::{Body, LtxFileInfo, StorageError};
 /// requests while a recovered server is used again within half a minute.
 const UPLOAD_RETRY_FIRST: Duration = Duration::from_secs(1);
 const UPLOAD_RETRY_MAX: Duration = Duration::from_secs(30);
+/// The upload loop's own state between rounds.
+struct LoopState {
+    backoff: Option<Duration>,
+    /// When the next upload round may run after a failure.
+    retry_at: Option<Instant>,
+    maint: super::maintain::Schedule,
+    /// When the lineage marker was last saved, and at which position.
+    marker: (Option<Instant>, u64),
+}
+
 /// While an upload or maintenance runs, the client's retried attempts are looked at this
 /// often, so that a server that stopped answering is named within a second of the first
 /// stalled attempt instead of after all retries.
@@ -34,25 +44,35 @@ impl DbReplicator {
         mut remote: RemoteIndex,
         mut shutdown: Shutdown,
     ) -> RemoteIndex {
-        let interval = self.cfg.replica.sync_interval;
-        let mut backoff: Option<Duration> = None;
-        let mut maint = super::maintain::Schedule::default();
-        let mut marker = (Instant::now(), remote.level_max(0));
+        let mut st = LoopState {
+            backoff: None,
+            retry_at: None,
+            maint: super::maintain::Schedule::default(),
+            // The marker is written at the first upload, then at most every interval.
+            marker: (None, remote.level_max(0)),
+        };
         loop {
-            let wait = backoff.unwrap_or(interval);
+            let wait = st.retry_at.map_or(self.cfg.replica.sync_interval, |t| {
+                t.saturating_duration_since(Instant::now())
+            });
             let notified = tokio::select! {
-                _ = self.staged_notify.notified(), if backoff.is_none() => true,
+                _ = self.staged_notify.notified() => true,
                 _ = tokio::time::sleep(wait) => false,
                 _ = shutdown.stopping() => break,
             };
+            if notified && st.retry_at.is_some_and(|t| Instant::now() < t) {
+                // Backing off, but the staging directory keeps growing: bound it now.
+                self.bound_staging(&remote).await;
+                continue;
+            }
             // Idle: nothing staged since the last round and no retry pending. The periodic
             // jobs still get their (in-memory) turn; no file or network I/O happens.
             let idle = !notified
-                && backoff.is_none()
+                && st.retry_at.is_none()
                 && self.health.snapshot().local_txid <= remote.level_max(0);
             if idle {
                 tokio::select! {
-                    _ = self.maintain(&mut remote, &mut maint) => {}
+                    _ = self.maintain(&mut remote, &mut st.maint) => {}
                     _ = shutdown.stopping() => break,
                 }
                 continue;
@@ -61,41 +81,75 @@ impl DbReplicator {
                 r = self.watching(self.upload_pending(&mut remote)) => r,
                 _ = shutdown.aborted() => break,
             };
-            match res {
+            let stop = match res {
                 Ok(more) => {
-                    backoff = None;
-                    self.health.clear(Component::Upload); // logs "upload recovered"
-                    let pos = remote.level_max(0);
-                    if pos != marker.1 && marker.0.elapsed() >= LINEAGE_SAVE_INTERVAL {
-                        marker = (Instant::now(), pos);
-                        if let Err(e) = self.save_lineage(pos).await {
-                            self.health
-                                .report(Component::Maintenance, e.cause(), &e.to_string());
-                        }
-                    }
-                    if more {
-                        self.staged_notify.notify_one();
-                    }
-                    // Maintenance is not needed for durability: a stop cancels it.
-                    tokio::select! {
-                        _ = self.watching(self.maintain(&mut remote, &mut maint)) => {}
-                        _ = shutdown.stopping() => break,
-                    }
+                    self.uploaded(&mut remote, &mut st, more, &mut shutdown)
+                        .await
                 }
                 Err(e) => {
-                    self.health
-                        .report(Component::Upload, e.cause(), &e.to_string());
-                    backoff =
-                        Some(backoff.map_or(UPLOAD_RETRY_FIRST, |d| (d * 2).min(UPLOAD_RETRY_MAX)));
-                    if let Err(e) = self.enforce_staging_limit(&remote).await {
-                        self.health
-                            .report(Component::Upload, e.cause(), &e.to_string());
-                    }
+                    self.upload_failed(&remote, &mut st, &e).await;
+                    false
                 }
-            }
+            };
             self.health.refresh_metrics();
+            if stop {
+                break;
+            }
         }
         remote
+    }
+
+    /// After a successful round: clear the failure, save the marker if due, maintain.
+    /// `true` when a stop came during maintenance.
+    async fn uploaded(
+        &self,
+        remote: &mut RemoteIndex,
+        st: &mut LoopState,
+        more: bool,
+        shutdown: &mut Shutdown,
+    ) -> bool {
+        st.backoff = None;
+        st.retry_at = None;
+        self.health.clear(Component::Upload); // logs "upload recovered"
+        let pos = remote.level_max(0);
+        if pos != st.marker.1
+            && st
+                .marker
+                .0
+                .is_none_or(|t| t.elapsed() >= LINEAGE_SAVE_INTERVAL)
+        {
+            st.marker = (Some(Instant::now()), pos);
+            if let Err(e) = self.save_lineage(pos).await {
+                self.health
+                    .report(Component::Maintenance, e.cause(), &e.to_string());
+            }
+        }
+        if more {
+            self.staged_notify.notify_one();
+        }
+        // Maintenance is not needed for durability: a stop cancels it.
+        tokio::select! {
+            _ = self.watching(self.maintain(remote, &mut st.maint)) => false,
+            _ = shutdown.stopping() => true,
+        }
+    }
+
+    async fn upload_failed(&self, remote: &RemoteIndex, st: &mut LoopState, e: &ReplicateError) {
+        self.health
+            .report(Component::Upload, e.cause(), &e.to_string());
+        let d = st
+            .backoff
+            .map_or(UPLOAD_RETRY_FIRST, |d| (d * 2).min(UPLOAD_RETRY_MAX));
+        st.backoff = Some(d);
+        st.retry_at = Some(Instant::now() + d);
+        self.bound_staging(remote).await;
+    }
+
+    async fn bound_staging(&self, remote: &RemoteIndex) {
+        if let Err(e) = self.enforce_staging_limit(remote).await {
+            self.health
+                .report(Component::Upload, e.cause(), &e.to_string());
+        }
     }
 
     /// Runs `fut`, reporting every [`ATTEMPT_POLL`] the attempts the client failed and is
@@ -147,6 +201,8 @@ impl DbReplicator {
             }
             let path = self.meta.l0_path(txid);
             let ts = header_timestamp(&path).await?;
+            self.attempted
+                .fetch_max(txid, std::sync::atomic::Ordering::Relaxed);
             let info = self.put_file(0, txid, txid, &path, ts).await?;
             tracing::debug!(db = %self.label, txid = format!("{txid:016x}"), size = info.size, "ltx file uploaded");
             remote.add(info);
@@ -247,7 +303,13 @@ impl DbReplicator {
     /// replaced by one full image at the replica position + 1 (the database itself holds the
     /// data; only intermediate restore points are lost), so the disk stays bounded.
     async fn enforce_staging_limit(&self, remote: &RemoteIndex) -> Result<(), ReplicateError> {
-        let (limit, pos) = (self.g.staging_limit, remote.level_max(0));
+        // Files whose upload was attempted stay: one may be in the replica already, and its
+        // TXID must keep its content.
+        let attempted = self.attempted.load(std::sync::atomic::Ordering::Relaxed);
+        let (limit, pos) = (
+            self.g.staging_limit,
+            remote.level_max(0).max(remote.max_txid()).max(attempted),
+        );
         let (bytes, hit) = self
             .db()
             .call(move |db| {
@@ -260,7 +322,7 @@ impl DbReplicator {
                 if bytes <= limit || pending <= 1 {
                     return Ok((bytes, false));
                 }
-                db.reset_position(pos, "staging limit reached")?;
+                db.truncate_staging_after(pos, "staging limit reached")?;
                 Ok::<_, crate::db::DbError>((bytes, true))
             })
             .await??;
@@ -275,7 +337,7 @@ impl DbReplicator {
                 .inc();
             self.health.report(
                 Component::Upload,
-                Cause::DiskFull,
+                Cause::StagingLimit,
                 &format!("staging limit reached ({bytes} bytes staged, limit {limit}) while the replica is unreachable; pending level-0 files were replaced by one full image (intermediate restore points are lost)"),
             );
         }

@@ -127,26 +127,12 @@ fn schema_is_empty(path: &Path) -> bool {
         .is_ok_and(|n| n == 0)
 }
 
-/// When `out` is a symbolic link, the file it points to (resolved against the link's
-/// directory; the target need not exist yet). The restore then replaces the target, so
-/// that the link keeps working and nothing is left stale behind it.
+/// When `out` is a symbolic link, the file it points to (see
+/// [`crate::fsutil::symlink_target`]).
 pub fn symlink_target(out: &Path) -> Result<Option<PathBuf>, RestoreError> {
-    match fs::symlink_metadata(out) {
-        Ok(m) if m.file_type().is_symlink() => {}
-        _ => return Ok(None),
-    }
-    let mut cur = out.to_path_buf();
-    for _ in 0..40 {
-        let next = fs::read_link(&cur).map_err(|e| RestoreError::io("read link", &cur, e))?;
-        cur = crate::fsutil::parent_dir(&cur).join(next);
-        match fs::symlink_metadata(&cur) {
-            Ok(m) if m.file_type().is_symlink() => continue,
-            _ => return Ok(Some(cur)),
-        }
-    }
-    Err(RestoreError::Output {
+    crate::fsutil::symlink_target(out).map_err(|e| RestoreError::Output {
         path: out.display().to_string(),
-        reason: "too many levels of symbolic links".into(),
+        reason: e.to_string(),
     })
 }
 

@@ -1,5 +1,6 @@
 //! liteship's integration tests: one binary, so the S3 server and oracle installs are shared.
 
+mod adversarial;
 mod conformance;
 mod fault_matrix;
 mod net_faults;
