@@ -24,6 +24,14 @@ pub enum Command {
     Restore(Box<RestoreArgs>),
     /// Replicate databases continuously (a Nomad poststart sidecar).
     Replicate(Box<ReplicateArgs>),
+    /// List a replica's LTX files by level, with a summary.
+    Ltx(InspectArgs),
+    /// Restore drill: check a replica's chains, restore it to a temporary file, run the
+    /// integrity check; exit 1 on any problem.
+    Verify(VerifyArgs),
+    /// Ask a running replicator for the state of each database.
+    #[command(alias = "databases")]
+    Status(StatusArgs),
     /// Print the version.
     Version,
 }
@@ -90,6 +98,55 @@ pub struct RestoreArgs {
     /// Follow mode is not supported.
     #[arg(short = 'f', hide = true)]
     pub follow: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  liteship ltx 's3://overseerr-litestream/db?endpoint=minio.local:9000'\n  liteship ltx -config /etc/litestream.yml -json /data/app.db"
+)]
+pub struct InspectArgs {
+    /// A database path from the config, or a replica URL.
+    #[arg(value_name = "DB_PATH|REPLICA_URL")]
+    pub target: String,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Print JSON on stdout.
+    #[arg(long = "json")]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  liteship verify -max-age 1h 's3://overseerr-litestream/db?endpoint=minio.local:9000'\n  liteship verify -config /etc/litestream.yml -json /data/app.db"
+)]
+pub struct VerifyArgs {
+    /// A database path from the config, or a replica URL.
+    #[arg(value_name = "DB_PATH|REPLICA_URL")]
+    pub target: String,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Fail when the replica's newest file is older than this (e.g. 1h).
+    #[arg(long = "max-age", value_name = "DURATION")]
+    pub max_age: Option<String>,
+    /// Concurrent ranged downloads of the drill's restore.
+    #[arg(long = "parallelism", value_name = "N", default_value_t = crate::restore::DEFAULT_PARALLELISM)]
+    pub parallelism: usize,
+    /// Print the result as JSON on stdout.
+    #[arg(long = "json")]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(after_help = "Examples:\n  liteship status\n  liteship status -addr 10.0.0.5:9090 -json")]
+pub struct StatusArgs {
+    /// The replicator's HTTP address (default: the config's addr, else 127.0.0.1:9090).
+    #[arg(long = "addr", value_name = "HOST:PORT")]
+    pub addr: Option<String>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Print JSON on stdout.
+    #[arg(long = "json")]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -31,6 +31,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Restore(args) => liteship::cmd::restore::run(*args).await,
             Command::Replicate(args) => liteship::cmd::replicate::run(*args).await,
+            Command::Ltx(args) => liteship::cmd::inspect::ltx(args).await,
+            Command::Verify(args) => liteship::cmd::inspect::verify(args).await,
+            Command::Status(args) => liteship::cmd::status::run(args).await,
             Command::Version => {
                 println!(
                     "liteship {} (sqlite {})",
@@ -62,6 +65,9 @@ fn log_settings(cli: &Cli) -> Result<LogSettings, String> {
             let p = liteship::cmd::replicate::logging_prefs(a);
             (a.common.log_level.clone(), p.level, p.json, p.stderr)
         }
+        Command::Ltx(a) => (a.common.log_level.clone(), None, false, true),
+        Command::Verify(a) => (a.common.log_level.clone(), None, false, true),
+        Command::Status(a) => (a.common.log_level.clone(), None, false, true),
         Command::Version => (None, None, false, false),
     };
     let level = choose_level(flag.as_deref(), env.as_deref(), config.as_deref())?;

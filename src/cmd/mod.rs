@@ -1,7 +1,9 @@
 //! The subcommands: turn validated arguments and config into library calls, print results.
 
+pub mod inspect;
 pub mod replicate;
 pub mod restore;
+pub mod status;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -19,6 +21,37 @@ pub fn is_url(s: &str) -> bool {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || c == '_')
     })
+}
+
+/// A command's `DB_PATH|REPLICA_URL` argument: the replica, and the database's config
+/// entry in config mode.
+pub fn resolve_target(
+    target: &str,
+    common: &crate::cli::CommonArgs,
+) -> anyhow::Result<(ReplicaUrl, Option<crate::config::DbConfig>)> {
+    use anyhow::Context;
+    if is_url(target) {
+        if common.config.is_some() {
+            anyhow::bail!("cannot specify a replica URL and the -config flag together");
+        }
+        let mut url = ReplicaUrl::parse(target)?;
+        if let ReplicaUrl::S3(c) = &mut url {
+            crate::config::apply_s3_env(c);
+        }
+        return Ok((url, None));
+    }
+    let db = target
+        .trim_start_matches("sqlite3://")
+        .trim_start_matches("sqlite://");
+    let db = crate::config::expand_tilde(db);
+    let cfg = load_config(common.config.as_ref(), common.no_expand_env)?;
+    let dbc = cfg.find_db(&db).with_context(|| {
+        format!(
+            "database {} is not in the config; check its path: entry",
+            db.display()
+        )
+    })?;
+    Ok((dbc.replica.url.clone(), Some(dbc.clone())))
 }
 
 /// Loads the config named by `-config`, `$LITESTREAM_CONFIG` or the default path.

@@ -6,9 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::{Context, bail};
 
-use super::{is_url, load_config, open_replica};
+use super::open_replica;
 use crate::cli::RestoreArgs;
-use crate::config::{apply_s3_env, expand_tilde};
 use crate::replica::ReplicaUrl;
 use crate::replica::s3::S3Tuning;
 use crate::restore::{Outcome, Plan, RestoreOptions, Target, restore};
@@ -102,36 +101,13 @@ async fn run_inner(args: RestoreArgs) -> anyhow::Result<ExitCode> {
 
 /// URL mode (`-o` required, no `-config`) or config mode (the argument is a db path).
 fn resolve(args: &RestoreArgs) -> anyhow::Result<(ReplicaUrl, PathBuf)> {
-    if is_url(&args.target) {
-        if args.common.config.is_some() {
-            bail!("cannot specify a replica URL and the -config flag together");
-        }
-        let output = args
-            .output
-            .clone()
-            .context("-o PATH is required when restoring from a replica URL")?;
-        let mut url = ReplicaUrl::parse(&args.target)?;
-        if let ReplicaUrl::S3(c) = &mut url {
-            apply_s3_env(c);
-        }
-        return Ok((url, output));
-    }
-    let db = args
-        .target
-        .trim_start_matches("sqlite3://")
-        .trim_start_matches("sqlite://");
-    let db = expand_tilde(db);
-    let cfg = load_config(args.common.config.as_ref(), args.common.no_expand_env)?;
-    let dbc = cfg.find_db(&db).with_context(|| {
-        format!(
-            "database {} is not in the config; check its path: entry",
-            db.display()
-        )
-    })?;
-    Ok((
-        dbc.replica.url.clone(),
-        args.output.clone().unwrap_or_else(|| dbc.path.clone()),
-    ))
+    let (url, db) = super::resolve_target(&args.target, &args.common)?;
+    let output = match (&args.output, db) {
+        (Some(o), _) => o.clone(),
+        (None, Some(d)) => d.path,
+        (None, None) => bail!("-o PATH is required when restoring from a replica URL"),
+    };
+    Ok((url, output))
 }
 
 fn parse_target(args: &RestoreArgs) -> anyhow::Result<Target> {

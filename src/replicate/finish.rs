@@ -86,6 +86,9 @@ impl DbReplicator {
             _ = self.lease.release(self.client.as_ref()) => {}
             _ = shutdown.aborted() => {}
         }
+        if !self.lease.is_held() {
+            self.health.set_lease("released".into());
+        }
         self.note_lease();
         match (final_sync, outcome) {
             (Err(e), DbOutcome::Durable { .. } | DbOutcome::NothingCommitted) => {

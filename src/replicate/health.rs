@@ -135,6 +135,11 @@ struct Inner {
     pending_since_ms: Option<i64>,
     local_txid: u64,
     remote_txid: u64,
+    wal_size: u64,
+    /// Who holds the writer lease, as `status` shows it.
+    lease: String,
+    /// The latest failure (ms since the epoch, component, message).
+    last_error: Option<(i64, Component, String)>,
     log: HashMap<(Component, Cause), LogEntry>,
 }
 
@@ -155,6 +160,9 @@ pub struct Snapshot {
     pub lag_seconds: f64,
     pub local_txid: u64,
     pub remote_txid: u64,
+    pub wal_size: u64,
+    pub lease: String,
+    pub last_error: Option<(i64, Component, String)>,
 }
 
 impl Health {
@@ -169,6 +177,9 @@ impl Health {
                 pending_since_ms: None,
                 local_txid: 0,
                 remote_txid: 0,
+                wal_size: 0,
+                lease: "not acquired yet".into(),
+                last_error: None,
                 log: HashMap::new(),
             }),
             log_every: ERROR_LOG_INTERVAL,
@@ -194,6 +205,7 @@ impl Health {
             .inc();
         let mut g = self.lock();
         let now = Instant::now();
+        g.last_error = Some((crate::timefmt::now_ms(), component, message.to_string()));
         let since = g
             .problems
             .get(&component)
@@ -316,6 +328,35 @@ impl Health {
             .set(txid as i64);
     }
 
+    pub fn set_wal_size(&self, bytes: u64) {
+        self.lock().wal_size = bytes;
+    }
+
+    /// Who holds the writer lease (for `status`).
+    pub fn set_lease(&self, text: String) {
+        self.lock().lease = text;
+    }
+
+    /// The state as `status` reports it (JSON).
+    pub fn status_json(&self) -> serde_json::Value {
+        let s = self.snapshot();
+        serde_json::json!({
+            "db": self.db,
+            "state": s.state.name(),
+            "reason": s.reason,
+            "local_txid": format!("{:016x}", s.local_txid),
+            "remote_txid": format!("{:016x}", s.remote_txid),
+            "wal_size": s.wal_size,
+            "lag_seconds": (s.lag_seconds * 10.0).round() / 10.0,
+            "lease": s.lease,
+            "last_error": s.last_error.map(|(ms, c, m)| serde_json::json!({
+                "at": crate::timefmt::format_rfc3339_ms(ms),
+                "component": c.name(),
+                "message": m,
+            })),
+        })
+    }
+
     /// The oldest change not yet durable was committed at `ms` (or earlier); `None` when
     /// everything committed is durable.
     pub fn set_pending_since(&self, ms: Option<i64>) {
@@ -341,6 +382,9 @@ impl Health {
             lag_seconds: lag,
             local_txid: g.local_txid,
             remote_txid: g.remote_txid,
+            wal_size: g.wal_size,
+            lease: g.lease.clone(),
+            last_error: g.last_error.clone(),
         }
     }
 

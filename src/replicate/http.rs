@@ -1,5 +1,6 @@
-//! `addr`: `/metrics` (Prometheus text), `/healthz` (the process is alive) and `/readyz`
-//! (200 when every database is ready; 503 with each database's state and reason).
+//! `addr`: `/metrics` (Prometheus text), `/healthz` (the process is alive), `/readyz`
+//! (200 when every database is ready; 503 with each database's state and reason) and
+//! `/status` (JSON per database, for `liteship status`).
 //!
 //! Built so that nothing a client does can take resources from replication: at most
 //! [`MAX_CONNECTIONS`] connections are accepted at once (further ones wait in the kernel's
@@ -53,6 +54,15 @@ pub fn respond(state: &HttpState, path: &str) -> (StatusCode, &'static str, Stri
             )
         }
         "/healthz" => (StatusCode::OK, "text/plain", "ok\n".into()),
+        "/status" => {
+            let dbs: Vec<serde_json::Value> =
+                state.healths.iter().map(|h| h.status_json()).collect();
+            let body = serde_json::json!({
+                "version": env!("CARGO_PKG_VERSION"),
+                "databases": dbs,
+            });
+            (StatusCode::OK, "application/json", format!("{body}\n"))
+        }
         "/readyz" => {
             let problems: Vec<String> = state
                 .healths

@@ -134,6 +134,7 @@ impl DbReplicator {
         m.wal_size
             .with_label_values(&l)
             .set(r.pos.map_or(0, |p| p.wal_end) as i64);
+        self.health.set_wal_size(r.pos.map_or(0, |p| p.wal_end));
         if let Some(p) = r.pos {
             m.txid.with_label_values(&l).set(p.txid as i64);
             self.health.set_local_txid(p.txid);

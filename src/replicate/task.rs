@@ -267,7 +267,11 @@ impl DbReplicator {
                 Err(LeaseError::SameProcess { .. }) => {
                     return Err(Err(ReplicateError::from(res.unwrap_err()).to_string()));
                 }
-                Err(LeaseError::Held { expires_in, .. }) => {
+                Err(LeaseError::Held {
+                    ref holder,
+                    expires_in,
+                }) => {
+                    self.health.set_lease(format!("held by {holder}"));
                     let e = res.unwrap_err();
                     self.health
                         .report(Component::Lease, Cause::LeaseHeld, &e.to_string());
@@ -293,9 +297,15 @@ impl DbReplicator {
         }
     }
 
-    /// The lease metrics.
+    /// The lease metrics and status.
     pub(crate) fn note_lease(&self) {
         let l = [self.label.as_str()];
+        if self.lease.is_held() {
+            self.health.set_lease(format!(
+                "held by this process (TTL {}s)",
+                self.lease.ttl().as_secs()
+            ));
+        }
         self.metrics
             .lease_held
             .with_label_values(&l)

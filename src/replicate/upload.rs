@@ -382,6 +382,7 @@ impl DbReplicator {
         match res {
             Ok(()) => Ok(()),
             Err(e @ super::lease::LeaseError::Lost { .. }) => {
+                self.health.set_lease(e.to_string());
                 self.health.fail(e.to_string());
                 Err(e.into())
             }

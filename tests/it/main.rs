@@ -16,3 +16,4 @@ mod restore_faults;
 mod restore_v3;
 mod s3_errors;
 mod support;
+mod tools;
