@@ -12,5 +12,9 @@ if [ "$scenario" = all ]; then
   exit 0
 fi
 echo "==> soak $scenario ($(date -u +%FT%TZ), $(nproc) cores)"
-cargo test --release --test soak -- --exact "$scenario" --nocapture --test-threads 1 2>&1 \
-  | grep -E '^SOAK|panicked|test result|FAILED' 
+mkdir -p target/soak
+log=target/soak/$scenario.log
+status=0
+cargo test --release --test soak -- --exact "$scenario" --nocapture --test-threads 1 >"$log" 2>&1 || status=$?
+grep -E '^SOAK|panicked|test result|FAILED' "$log" || tail -30 "$log"
+exit "$status"

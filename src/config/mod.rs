@@ -114,6 +114,10 @@ pub struct DbConfig {
 #[derive(Debug, Clone)]
 pub struct ReplicaConfig {
     pub url: ReplicaUrl,
+    /// `page-frames: legacy` writes the LZ4-frame page encoding that Litestream
+    /// 0.5.0-0.5.15 can read (for a rollback to those versions); `block` (the default) is
+    /// the encoding of Litestream 0.5.16+.
+    pub page_framing: crate::ltx::PageFraming,
     pub sync_interval: Duration,
     pub max_sync_ltx_files: usize,
     pub auto_recover: bool,
@@ -157,6 +161,7 @@ impl DbConfig {
             restore_if_db_not_exists: false,
             replica: ReplicaConfig {
                 url,
+                page_framing: crate::ltx::PageFraming::Block,
                 sync_interval: DEFAULT_SYNC_INTERVAL,
                 max_sync_ltx_files: DEFAULT_MAX_SYNC_LTX_FILES,
                 auto_recover: false,
@@ -436,8 +441,18 @@ fn parse_replica(
     if sync_interval.is_zero() {
         return Err(format!("{at}.sync-interval must be greater than 0"));
     }
+    let page_framing = match r.page_frames.as_deref() {
+        None | Some("block") => crate::ltx::PageFraming::Block,
+        Some("legacy") => crate::ltx::PageFraming::Lz4Frame,
+        Some(other) => {
+            return Err(format!(
+                "{at}.page-frames {other:?}: use block (Litestream 0.5.16+, the default) or legacy (readable by every Litestream 0.5.x)"
+            ));
+        }
+    };
     Ok(ReplicaConfig {
         url,
+        page_framing,
         sync_interval,
         max_sync_ltx_files: r
             .max_sync_ltx_files

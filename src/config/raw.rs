@@ -107,6 +107,7 @@ pub struct RawReplica {
     pub sse_customer_key_path: Option<String>,
     pub sse_kms_key_id: Option<String>,
     pub auto_recover: Option<bool>,
+    pub page_frames: Option<String>,
     pub age: Option<Value>,
     // Accepted for compatibility; no effect in liteship.
     pub sign_payload: Option<bool>,
@@ -141,7 +142,8 @@ impl RawReplica {
             sse_customer_key,
             sse_customer_key_path,
             sse_kms_key_id,
-            auto_recover
+            auto_recover,
+            page_frames
         );
         self
     }

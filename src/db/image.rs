@@ -43,7 +43,8 @@ impl Db {
         growth_from: Option<u32>,
     ) -> Result<u64, SyncError> {
         let file = File::create(tmp).map_err(|e| SyncError::staging("create", tmp, e))?;
-        let mut enc = Encoder::new(BufWriter::with_capacity(256 * 1024, file), header)?;
+        let w = BufWriter::with_capacity(256 * 1024, file);
+        let mut enc = Encoder::with_framing(w, header, self.opts.page_framing)?;
         let mut page = vec![0u8; header.page_size as usize];
         let lock = lock_page(header.page_size);
         match growth_from {

@@ -44,6 +44,8 @@ pub struct DbOptions {
     pub checkpoint_interval: Duration,
     /// Zero means no limit.
     pub max_sync_wal_bytes: u64,
+    /// How staged files and snapshots frame their pages.
+    pub page_framing: crate::ltx::PageFraming,
 }
 
 /// Where replication stands locally: the newest staged level-0 file.

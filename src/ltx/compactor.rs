@@ -6,7 +6,7 @@
 use std::io::{Read, Write};
 
 use super::decoder::Decoder;
-use super::encoder::Encoder;
+use super::encoder::{Encoder, PageFraming};
 use super::error::LtxError;
 use super::header::{Header, Trailer, lock_page};
 
@@ -41,12 +41,21 @@ pub fn compact<R: Read, W: Write>(
     inputs: Vec<R>,
     out: W,
 ) -> Result<(W, Header, Trailer), CompactError> {
+    compact_framed(inputs, out, PageFraming::Block)
+}
+
+/// [`compact`], writing the output's pages as `framing` says.
+pub fn compact_framed<R: Read, W: Write>(
+    inputs: Vec<R>,
+    out: W,
+    framing: PageFraming,
+) -> Result<(W, Header, Trailer), CompactError> {
     let mut decs = Vec::with_capacity(inputs.len());
     for (index, r) in inputs.into_iter().enumerate() {
         decs.push(Decoder::new(r).map_err(|source| CompactError::Input { index, source })?);
     }
     let header = output_header(&decs)?;
-    let mut enc = Encoder::new(out, header).map_err(CompactError::Output)?;
+    let mut enc = Encoder::with_framing(out, header, framing).map_err(CompactError::Output)?;
     let ps = header.page_size as usize;
     let lock = lock_page(header.page_size);
     let mut bufs: Vec<Vec<u8>> = vec![vec![0u8; ps]; decs.len()];

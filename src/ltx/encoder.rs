@@ -2,9 +2,12 @@
 //! `finish` writes the terminator, page index and trailer (spec 1.2-1.5).
 //!
 //! Pages are written in the block format of ltx v0.5.2 (flag `PAGE_FLAG_SIZE`, a 4-byte size
-//! and one raw LZ4 block), exactly as Litestream 0.5.17 writes them. The encoder does no I/O
-//! of its own beyond the given writer and keeps only the page index in memory (a few bytes
-//! per page).
+//! and one raw LZ4 block), exactly as Litestream 0.5.16+ writes them, or, with
+//! [`PageFraming::Lz4Frame`], in the legacy format of ltx v0.5.0/v0.5.1 (flags 0, one LZ4
+//! frame per page: independent 64 KiB blocks, a content checksum, no size prefix), which
+//! every Litestream 0.5.x reads: Litestream 0.5.0-0.5.15 reject any page flag (spec 1.9).
+//! The encoder does no I/O of its own beyond the given writer and keeps only the page index
+//! in memory (a few bytes per page).
 
 use std::io::Write;
 
@@ -12,8 +15,19 @@ use super::checksum::{CHECKSUM_FLAG, FileHasher, page_checksum};
 use super::error::LtxError;
 use super::header::{Header, PAGE_FLAG_SIZE, PAGE_HEADER_SIZE, Trailer, lock_page};
 
+/// How page frames are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PageFraming {
+    /// Flag 0x0001, a 4-byte size and one raw LZ4 block (Litestream 0.5.16+).
+    #[default]
+    Block,
+    /// Flags 0 and one LZ4 frame (readable by every Litestream 0.5.x).
+    Lz4Frame,
+}
+
 /// Encodes one LTX file into `W`.
 pub struct Encoder<W: Write> {
+    framing: PageFraming,
     w: W,
     header: Header,
     hasher: FileHasher,
@@ -29,10 +43,16 @@ pub struct Encoder<W: Write> {
 }
 
 impl<W: Write> Encoder<W> {
-    /// Validates `header` and writes it.
+    /// Validates `header` and writes it (block-framed pages).
     pub fn new(w: W, header: Header) -> Result<Self, LtxError> {
+        Self::with_framing(w, header, PageFraming::Block)
+    }
+
+    /// Validates `header` and writes it; pages will be framed as `framing` says.
+    pub fn with_framing(w: W, header: Header, framing: PageFraming) -> Result<Self, LtxError> {
         header.validate()?;
         let mut enc = Encoder {
+            framing,
             w,
             header,
             hasher: FileHasher::new(),
@@ -69,28 +89,34 @@ impl<W: Write> Encoder<W> {
     /// snapshot must hold every such page.
     pub fn write_page(&mut self, pgno: u32, data: &[u8]) -> Result<(), LtxError> {
         self.check_page(pgno, data)?;
-        let n = lz4_flex::block::compress_into(data, &mut self.compressed).map_err(|e| {
-            LtxError::BadFrame {
-                offset: self.offset,
-                pgno,
-                reason: format!("lz4 compression failed: {e}"),
-            }
-        })?;
+        let fail = |offset, reason: String| LtxError::BadFrame {
+            offset,
+            pgno,
+            reason,
+        };
         let frame_offset = self.offset;
         let mut head = [0u8; PAGE_HEADER_SIZE + 4];
         head[0..4].copy_from_slice(&pgno.to_be_bytes());
-        head[4..6].copy_from_slice(&PAGE_FLAG_SIZE.to_be_bytes());
-        head[6..10].copy_from_slice(&(n as u32).to_be_bytes());
-        self.hasher.update(&head);
+        let (head_len, payload) = match self.framing {
+            PageFraming::Block => {
+                let n = lz4_flex::block::compress_into(data, &mut self.compressed)
+                    .map_err(|e| fail(self.offset, format!("lz4 compression failed: {e}")))?;
+                head[4..6].copy_from_slice(&PAGE_FLAG_SIZE.to_be_bytes());
+                head[6..10].copy_from_slice(&(n as u32).to_be_bytes());
+                (PAGE_HEADER_SIZE + 4, self.compressed[..n].to_vec())
+            }
+            PageFraming::Lz4Frame => (
+                PAGE_HEADER_SIZE,
+                lz4_frame(data).map_err(|e| fail(self.offset, format!("lz4 frame: {e}")))?,
+            ),
+        };
+        self.hasher.update(&head[..head_len]);
         self.hasher.update(data);
-        self.write_raw(&head)?;
-        let compressed = std::mem::take(&mut self.compressed);
-        let res = self.write_raw(&compressed[..n]);
-        self.compressed = compressed;
-        res?;
+        self.write_raw(&head[..head_len])?;
+        self.write_raw(&payload)?;
         put_uvarint(&mut self.index, u64::from(pgno));
         put_uvarint(&mut self.index, frame_offset);
-        put_uvarint(&mut self.index, (head.len() + n) as u64);
+        put_uvarint(&mut self.index, (head_len + payload.len()) as u64);
         if !self.header.no_checksum() {
             self.db_checksum ^= page_checksum(pgno, data);
         }
@@ -194,6 +220,19 @@ impl<W: Write> Encoder<W> {
         self.offset += bytes.len() as u64;
         Ok(())
     }
+}
+
+/// One page as a standalone LZ4 frame with pierrec/lz4's defaults as ltx v0.5.1 wrote them:
+/// independent 64 KiB blocks, a content checksum, no block checksums, no content size.
+fn lz4_frame(page: &[u8]) -> Result<Vec<u8>, lz4_flex::frame::Error> {
+    use lz4_flex::frame::{BlockMode, BlockSize, FrameEncoder, FrameInfo};
+    let info = FrameInfo::new()
+        .block_size(BlockSize::Max64KB)
+        .block_mode(BlockMode::Independent)
+        .content_checksum(true);
+    let mut enc = FrameEncoder::with_frame_info(info, Vec::with_capacity(page.len() / 2 + 32));
+    enc.write_all(page)?;
+    enc.finish()
 }
 
 /// Appends `v` as an unsigned LEB128 varint (Go's `binary.AppendUvarint`).

@@ -19,9 +19,9 @@ mod lz4frame;
 mod name;
 
 pub use checksum::{CHECKSUM_FLAG, FileHasher, crc64, crc64_combine, page_checksum};
-pub use compactor::{CompactError, compact};
+pub use compactor::{CompactError, compact, compact_framed};
 pub use decoder::{DecodedFile, Decoder, decode_all};
-pub use encoder::Encoder;
+pub use encoder::{Encoder, PageFraming};
 pub use error::LtxError;
 pub use header::{
     HEADER_FLAG_NO_CHECKSUM, HEADER_SIZE, Header, MIN_FILE_SIZE, PAGE_FLAG_SIZE, PAGE_HEADER_SIZE,

@@ -337,3 +337,32 @@ proptest! {
         let _ = decode_all(&bytes);
     }
 }
+
+/// The legacy framing: flags 0, one LZ4 frame per page (magic `04 22 4D 18`), no size
+/// prefix; it decodes to the same pages and checksums as the block framing.
+#[test]
+fn legacy_lz4_frame_pages_round_trip() {
+    use super::PageFraming;
+    let h = Header::new(4096, 3, 1, 1, 1_700_000_000_000);
+    let pages: Vec<Vec<u8>> = (0..3u8)
+        .map(|i| (0..4096).map(|j| (j as u8).wrapping_mul(i + 1)).collect())
+        .collect();
+    let mut enc = Encoder::with_framing(Vec::new(), h, PageFraming::Lz4Frame).unwrap();
+    for (i, p) in pages.iter().enumerate() {
+        enc.write_page(i as u32 + 1, p).unwrap();
+    }
+    let (bytes, _) = enc.finish().unwrap();
+    assert_eq!(&bytes[HEADER_SIZE + 4..HEADER_SIZE + 6], &[0, 0], "flags 0");
+    assert_eq!(
+        &bytes[HEADER_SIZE + 6..HEADER_SIZE + 10],
+        &[0x04, 0x22, 0x4d, 0x18]
+    );
+    let f = decode_all(&bytes).unwrap();
+    let got: Vec<Vec<u8>> = f.pages.iter().map(|(_, p)| p.clone()).collect();
+    assert_eq!(got, pages);
+    let end = bytes.len() - TRAILER_SIZE - INDEX_LEN_SIZE;
+    let len = u64::from_be_bytes(bytes[end..end + 8].try_into().unwrap()) as usize;
+    let entries = super::parse_index(&bytes[end - len..end], bytes.len() as u64).unwrap();
+    assert_eq!(entries.len(), 3, "the index tiles the legacy frames");
+    assert_eq!(entries[0].offset, HEADER_SIZE as u64);
+}

@@ -126,7 +126,9 @@ impl DbReplicator {
         }
         let out = work.join("compacted.ltx");
         let (out2, paths2) = (out.clone(), paths.clone());
-        let header = tokio::task::spawn_blocking(move || compact_files(&paths2, &out2)).await??;
+        let framing = self.cfg.replica.page_framing;
+        let header =
+            tokio::task::spawn_blocking(move || compact_files(&paths2, &out2, framing)).await??;
         let info = self
             .put_file(
                 dst,
@@ -318,6 +320,7 @@ impl DbReplicator {
 fn compact_files(
     inputs: &[PathBuf],
     out: &std::path::Path,
+    framing: crate::ltx::PageFraming,
 ) -> Result<crate::ltx::Header, ReplicateError> {
     use crate::fsutil::FsError;
     let readers = inputs
@@ -330,12 +333,12 @@ fn compact_files(
         .collect::<Result<Vec<_>, _>>()?;
     let file = std::fs::File::create(out).map_err(|e| FsError::new("create", out, e))?;
     let (w, header, _) =
-        crate::ltx::compact(readers, std::io::BufWriter::new(file)).map_err(|source| {
-            ReplicateError::Compact {
+        crate::ltx::compact_framed(readers, std::io::BufWriter::new(file), framing).map_err(
+            |source| ReplicateError::Compact {
                 context: format!("compact into {}", out.display()),
                 source,
-            }
-        })?;
+            },
+        )?;
     w.into_inner()
         .map_err(|e| FsError::new("write", out, e.into_error()))?
         .sync_all()

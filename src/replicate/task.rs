@@ -356,6 +356,7 @@ impl DbReplicator {
             truncate_page_n: self.cfg.truncate_page_n,
             checkpoint_interval: self.cfg.checkpoint_interval,
             max_sync_wal_bytes: self.cfg.max_sync_wal_bytes,
+            page_framing: self.cfg.replica.page_framing,
         };
         let (path, meta_path, label) = (
             self.cfg.path.clone(),

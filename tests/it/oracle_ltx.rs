@@ -238,3 +238,69 @@ async fn our_snapshot_64k_restored_by_litestream_file_and_s3() {
 async fn our_snapshot_over_1gib_crosses_lock_page() {
     we_write_litestream_restores(4096, 280_000, "zeroblob(3900)", None).await;
 }
+
+/// `page-frames: legacy` writes the LZ4-frame page encoding, so that a user pinned to
+/// Litestream 0.5.0-0.5.15 can roll back: Litestream 0.5.15 and 0.5.17 both restore the
+/// replica (snapshots, level-0 files and compactions) byte-identically to liteship's own
+/// restore. With the default block framing, 0.5.17 restores it and 0.5.15 cannot (it
+/// rejects any page flag), which is why the setting exists.
+#[test]
+fn legacy_page_frames_restore_with_litestream_0_5_15_and_0_5_17() {
+    use crate::support::cli::{restore, s, text};
+    use crate::support::oracle::{Litestream, Target, write_config_with};
+    use crate::support::replicator::{Replicator, finish_load, load};
+    for legacy in [true, false] {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("app.db");
+        let root = dir.path().join("replica");
+        finish_load(load(&db, &["--rate", "100", "--duration", "0.5"]));
+        let cfg = write_config_with(
+            dir.path(),
+            &db,
+            Target::File(&root),
+            "levels:\n  - interval: 1s\n",
+        );
+        if legacy {
+            let yml = std::fs::read_to_string(&cfg).unwrap().replace(
+                "      sync-interval: 100ms\n",
+                "      sync-interval: 100ms\n      page-frames: legacy\n",
+            );
+            std::fs::write(&cfg, yml).unwrap();
+        }
+        let rep = Replicator::start_ready(dir.path(), &["-config", s(&cfg)], None);
+        finish_load(load(
+            &db,
+            &["--rate", "100", "--duration", "2.5", "--writer", "2"],
+        ));
+        assert!(rep.stop().success());
+        let url = format!("file://{}", root.display());
+        let ours = dir.path().join("ours.db");
+        let r = restore(&["-o", s(&ours), &url], None);
+        assert!(r.status.success(), "{}", text(&r));
+        let want = std::fs::read(&ours).unwrap();
+        for (name, ls) in [
+            ("0.5.17", Litestream::v0_5_17()),
+            ("0.5.15", Litestream::v0_5_15()),
+        ] {
+            let out = dir.path().join(format!("litestream-{name}.db"));
+            let r = ls.restore(&["-o", s(&out), &url], None);
+            if legacy || name == "0.5.17" {
+                assert!(
+                    r.status.success(),
+                    "legacy={legacy} {name}: {}",
+                    String::from_utf8_lossy(&r.stderr)
+                );
+                assert_eq!(
+                    std::fs::read(&out).unwrap(),
+                    want,
+                    "legacy={legacy} {name}: bytes differ"
+                );
+            } else {
+                assert!(
+                    !r.status.success(),
+                    "Litestream 0.5.15 read block-framed pages"
+                );
+            }
+        }
+    }
+}
