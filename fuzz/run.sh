@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fuzzes one target with AFL++ (cargo-afl, stable Rust) for a number of minutes, starting
 # from fuzz/seeds/TARGET, and prints afl-fuzz's summary (executions, coverage, crashes).
-#   fuzz/run.sh ltx_decode|wal_reader|key_names|config_parse [MINUTES=10]
+#   fuzz/run.sh ltx_decode|wal_reader|wal_frames|key_names|config_parse [MINUTES=10]
 # Crashes land in fuzz/out/TARGET/default/crashes/; each becomes a regression test.
 # Setup once: cargo install cargo-afl --locked && cargo afl config --build
 set -euo pipefail

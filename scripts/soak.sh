@@ -8,7 +8,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scenario=${1:?usage: scripts/soak.sh SCENARIO|all}
 if [ "$scenario" = all ]; then
-  for s in kill_cycles writer_kills outage mixed_faults disk_full; do "$0" "$s"; done
+  # Every scenario runs even when one fails; the exit status says whether any did.
+  failed=()
+  for s in kill_cycles writer_kills outage mixed_faults disk_full; do
+    "$0" "$s" || failed+=("$s")
+  done
+  if [ ${#failed[@]} -gt 0 ]; then echo "==> failed: ${failed[*]}"; exit 1; fi
   exit 0
 fi
 echo "==> soak $scenario ($(date -u +%FT%TZ), $(nproc) cores)"

@@ -95,9 +95,16 @@ pub struct RestoreArgs {
     /// Fail when the replica sends nothing for this long (0: wait forever).
     #[arg(long = "stall-timeout", value_name = "DURATION", default_value = "2m")]
     pub stall_timeout: String,
-    /// Follow mode is not supported.
-    #[arg(short = 'f', hide = true)]
+    /// Follow mode: keep applying new files to the output (a warm standby) until SIGTERM.
+    #[arg(short = 'f', long = "follow")]
     pub follow: bool,
+    /// How often follow mode looks for new files.
+    #[arg(
+        long = "follow-interval",
+        value_name = "DURATION",
+        default_value = "1s"
+    )]
+    pub follow_interval: String,
 }
 
 #[derive(Debug, Args)]

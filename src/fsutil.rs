@@ -104,6 +104,9 @@ pub fn write_atomic(path: &Path, src: Source<'_>) -> Result<u64, FsError> {
     res
 }
 
+/// The operation of a [`write_new`] that found `path` present (`AlreadyExists`).
+pub const CREATE_NEW: &str = "create new";
+
 /// Like [`write_atomic`] but never replaces: the temp file is hard-linked to `path`, which
 /// fails with `AlreadyExists` if `path` exists (on a filesystem without hard links, a
 /// rename after an existence check). The directory is fsynced; the temp file removed.
@@ -115,7 +118,7 @@ pub fn write_new(path: &Path, src: Source<'_>) -> Result<u64, FsError> {
         match fs::hard_link(&tmp, path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(FsError::new("create", path, e));
+                return Err(FsError::new(CREATE_NEW, path, e));
             }
             Err(e)
                 if matches!(
@@ -125,7 +128,7 @@ pub fn write_new(path: &Path, src: Source<'_>) -> Result<u64, FsError> {
             {
                 if path.exists() {
                     let e = std::io::Error::from(std::io::ErrorKind::AlreadyExists);
-                    return Err(FsError::new("create", path, e));
+                    return Err(FsError::new(CREATE_NEW, path, e));
                 }
                 fs::rename(&tmp, path).map_err(|e| FsError::new("rename", &tmp, e))?;
             }
@@ -214,5 +217,25 @@ mod tests {
         assert_eq!(e.source.kind(), std::io::ErrorKind::AlreadyExists);
         assert_eq!(fs::read(&p).unwrap(), b"mine");
         assert!(!tmp_path(&p).exists());
+    }
+
+    /// A file where the level directory should be: EEXIST from creating the directory is
+    /// an I/O error, not "the object exists" (it was read as another writer's upload and
+    /// stopped replication as a lost lease).
+    #[test]
+    fn directory_in_the_way_is_not_an_existing_object() {
+        use crate::replica::StorageError;
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join("0"), b"not a directory").unwrap();
+        let e = write_new(&dir.path().join("0/x.ltx"), Source::Bytes(b"mine")).unwrap_err();
+        assert_eq!(e.source.kind(), std::io::ErrorKind::AlreadyExists);
+        assert!(matches!(StorageError::from(e), StorageError::Io { .. }));
+        let p = dir.path().join("x.ltx");
+        write_new(&p, Source::Bytes(b"mine")).unwrap();
+        let e = write_new(&p, Source::Bytes(b"theirs")).unwrap_err();
+        assert!(matches!(
+            StorageError::from(e),
+            StorageError::PreconditionFailed { .. }
+        ));
     }
 }

@@ -25,9 +25,9 @@ pub async fn run(args: RestoreArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn run_inner(args: RestoreArgs) -> anyhow::Result<ExitCode> {
-    if args.follow {
+    if args.follow && (args.txid.is_some() || args.timestamp.is_some() || args.dry_run) {
         bail!(
-            "follow mode (-f) is not supported by liteship; run `liteship replicate` on the primary instead"
+            "-f (follow mode) follows the latest state: it cannot be combined with -txid, -timestamp or -dry-run"
         );
     }
     let (url, output) = resolve(&args)?;
@@ -47,6 +47,15 @@ async fn run_inner(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         .context("-stall-timeout")?;
     let client = open_replica(&url, &S3Tuning::default()).await?;
     let location = client.location();
+    if args.follow {
+        let interval = crate::config::parse_go_duration(&args.follow_interval)
+            .map_err(anyhow::Error::msg)
+            .context("-follow-interval")?;
+        tracing::info!(replica = %location, output = %opts.output.display(), "following");
+        crate::restore::follow::follow(client, &opts, interval, stop_signal()).await?;
+        tracing::info!(output = %opts.output.display(), "stopped following");
+        return Ok(ExitCode::SUCCESS);
+    }
     tracing::info!(replica = %location, output = %opts.output.display(), "restoring");
     match restore(client, &opts).await? {
         Outcome::SkippedDbExists => {
@@ -126,6 +135,21 @@ fn parse_target(args: &RestoreArgs) -> anyhow::Result<Target> {
         return Ok(Target::Timestamp(t));
     }
     Ok(Target::Latest)
+}
+
+/// Resolves at the first SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
 }
 
 /// An octal permission mode from 0 to 0777 (no setuid, setgid or sticky bits).

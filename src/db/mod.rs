@@ -244,6 +244,12 @@ impl Db {
         self.pos
     }
 
+    /// Why the next level-0 file must be a full image, if it must: until it is staged,
+    /// the position does not describe the database's committed state.
+    pub fn owes_full_image(&self) -> Option<&'static str> {
+        self.needs_full
+    }
+
     /// Makes the next level-0 file a full image (continuity is broken for `reason`).
     pub fn require_full_image(&mut self, reason: &'static str) {
         self.needs_full = Some(reason);

@@ -9,8 +9,10 @@ pub fn format_file_name(min_txid: u64, max_txid: u64) -> String {
 /// Parses `{min:016x}-{max:016x}.ltx` (lower-case, exactly 16 digits each). Returns `None`
 /// for any other name (temp files, upper case, other extensions), as Litestream's listing does.
 pub fn parse_file_name(name: &str) -> Option<(u64, u64)> {
+    // Byte-wise checks first: a listed key may hold any UTF-8, and slicing a `str` inside a
+    // multi-byte character would panic (found by fuzz/key_names).
     let bytes = name.as_bytes();
-    if bytes.len() != 37 || bytes[16] != b'-' || &name[33..] != ".ltx" {
+    if !name.is_ascii() || bytes.len() != 37 || bytes[16] != b'-' || &bytes[33..] != b".ltx" {
         return None;
     }
     let min = parse_hex16(&name[..16])?;
@@ -65,5 +67,20 @@ mod tests {
         assert_eq!(parse_hex16("0000000000000002"), Some(2));
         assert_eq!(parse_hex16("2"), None);
         assert_eq!(parse_hex16("000000000000000G"), None);
+    }
+
+    /// fuzz/key_names crash id:000000 (the input, verbatim): a 37-byte key with a
+    /// multi-byte character across byte 33 made the parser slice inside it and panic. A
+    /// listed object name may hold any UTF-8.
+    #[test]
+    fn fuzz_key_names_multibyte_name_does_not_panic() {
+        let crash = b"file0&region=ust-1&force://7M0.0\xd0\x89aea";
+        let s = std::str::from_utf8(crash).unwrap();
+        assert_eq!(s.len(), 37);
+        assert_eq!(parse_file_name(s), None);
+        assert_eq!(
+            parse_file_name("00000000000000\u{e9}-00000000000003e8.ltx"),
+            None
+        );
     }
 }

@@ -86,7 +86,10 @@ impl StorageError {
 
 impl From<crate::fsutil::FsError> for StorageError {
     fn from(e: crate::fsutil::FsError) -> Self {
-        if e.source.kind() == std::io::ErrorKind::AlreadyExists {
+        // Only the create-only link means "the object exists"; EEXIST from creating a
+        // directory (a file in the way) is an I/O error like any other.
+        if e.op == crate::fsutil::CREATE_NEW && e.source.kind() == std::io::ErrorKind::AlreadyExists
+        {
             StorageError::PreconditionFailed { key: e.path }
         } else if e.source.kind() == std::io::ErrorKind::NotFound {
             StorageError::NotFound { key: e.path }

@@ -32,7 +32,7 @@ impl DbReplicator {
         })
         .await?;
         let continues = match local {
-            Some(t) if t >= remote.level_max(0) && remote.level_max(0) > 0 => {
+            Some(t) if t >= remote.position() && remote.position() > 0 => {
                 self.local_continues(remote).await?
             }
             _ => None,

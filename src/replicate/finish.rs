@@ -107,9 +107,21 @@ impl DbReplicator {
         remote: &mut RemoteIndex,
         shutdown: &mut Shutdown,
     ) -> Result<(), String> {
-        let mut logged = false;
+        let (mut logged, mut resynced) = (false, false);
         loop {
             match self.upload_pending(remote).await {
+                // A gap found while uploading reset the position: the full image it owes
+                // is staged now, and uploaded on the next round. Once: a full image at the
+                // replica's position always continues it.
+                Ok(false) if self.owes_full_image().await.is_some() => {
+                    if resynced {
+                        return Err("the full image written at shutdown does not continue the replica either".into());
+                    }
+                    if self.sync_once().await.is_ok() {
+                        resynced = true;
+                        continue;
+                    }
+                }
                 Ok(false) => return Ok(()),
                 Ok(true) => continue,
                 Err(e) => {
@@ -124,6 +136,13 @@ impl DbReplicator {
         }
     }
 
+    async fn owes_full_image(&self) -> Option<&'static str> {
+        self.db()
+            .call(|db| db.owes_full_image())
+            .await
+            .unwrap_or(Some("the database task is gone"))
+    }
+
     /// Lists the replica and checks that it restores to the local position.
     async fn confirm(&self, remote: &mut RemoteIndex) -> Result<DbOutcome, String> {
         let local = self
@@ -133,6 +152,11 @@ impl DbReplicator {
             .map_err(|e| e.to_string())?;
         if local == 0 {
             return Ok(DbOutcome::NothingCommitted);
+        }
+        if let Some(why) = self.owes_full_image().await {
+            return Err(format!(
+                "the changes after txid {local:016x} wait for a full image that was not uploaded ({why})"
+            ));
         }
         let reached = self
             .check_replica(remote)

@@ -327,6 +327,10 @@ impl Lease {
     /// object of someone else), naming the new holder if it can be read.
     pub async fn lost(&self, client: &dyn ReplicaClient) -> LeaseError {
         let by = match read(client).await {
+            // Still ours: the other writer ignores the lease.
+            Ok(Some((doc, _))) if doc.holder.token == self.me().token => {
+                "a writer that does not take the writer lease (a Litestream process, or one whose server ignored conditional writes)".to_string()
+            }
             Ok(Some((doc, _))) => doc.describe(),
             _ => "another replicator".to_string(),
         };

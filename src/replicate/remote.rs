@@ -43,6 +43,14 @@ impl RemoteIndex {
             .unwrap_or(0)
     }
 
+    /// The replica's position: the highest TXID in any level. Level 0 normally holds it
+    /// (retention keeps the newest level-0 file), but a bucket lifecycle rule or an
+    /// operator may have removed level-0 files that higher levels cover; the next file
+    /// still continues from here.
+    pub fn position(&self) -> u64 {
+        self.max_txid()
+    }
+
     /// Highest TXID anywhere in the replica.
     pub fn max_txid(&self) -> u64 {
         (0..=MAX_LEVEL)

@@ -414,15 +414,15 @@ impl DbReplicator {
 
     /// Whether the replica as listed restores to its newest file; healing starts if not.
     fn assess_replica(&self, remote: &mut RemoteIndex) {
-        self.health.set_remote_txid(remote.level_max(0));
+        self.health.set_remote_txid(remote.position());
         match remote.restorable_txid() {
-            Ok(Some(t)) if t >= remote.level_max(0) => self.health.set_restorable(Restorable::Yes),
+            Ok(Some(t)) if t >= remote.position() => self.health.set_restorable(Restorable::Yes),
             Ok(None) => {} // empty: the first snapshot is on its way
             Ok(Some(t)) => {
                 remote.needs_snapshot = true;
                 self.health.set_restorable(Restorable::No(format!(
                     "it restores only up to txid {t:016x} of {:016x}; writing a new snapshot",
-                    remote.level_max(0)
+                    remote.position()
                 )));
             }
             Err(e) => {

@@ -49,7 +49,7 @@ impl DbReplicator {
             retry_at: None,
             maint: super::maintain::Schedule::default(),
             // The marker is written at the first upload, then at most every interval.
-            marker: (None, remote.level_max(0)),
+            marker: (None, remote.position()),
         };
         loop {
             let wait = st.retry_at.map_or(self.cfg.replica.sync_interval, |t| {
@@ -69,7 +69,7 @@ impl DbReplicator {
             // jobs still get their (in-memory) turn; no file or network I/O happens.
             let idle = !notified
                 && st.retry_at.is_none()
-                && self.health.snapshot().local_txid <= remote.level_max(0);
+                && self.health.snapshot().local_txid <= remote.position();
             if idle {
                 tokio::select! {
                     _ = self.maintain(&mut remote, &mut st.maint) => {}
@@ -111,7 +111,7 @@ impl DbReplicator {
         st.backoff = None;
         st.retry_at = None;
         self.health.clear(Component::Upload); // logs "upload recovered"
-        let pos = remote.level_max(0);
+        let pos = remote.position();
         if pos != st.marker.1
             && st
                 .marker
@@ -187,7 +187,7 @@ impl DbReplicator {
         &self,
         remote: &mut RemoteIndex,
     ) -> Result<bool, ReplicateError> {
-        let start = remote.level_max(0);
+        let start = remote.position();
         let staged = self.staged().await?;
         let mut pos = start;
         for (sent, txid) in staged.iter().copied().filter(|t| *t > start).enumerate() {
@@ -238,7 +238,7 @@ impl DbReplicator {
         use super::health::Restorable;
         if self.health.restorable() == Restorable::Unknown
             && let Ok(Some(t)) = remote.restorable_txid()
-            && t >= remote.level_max(0)
+            && t >= remote.position()
         {
             self.health.set_restorable(Restorable::Yes);
         }

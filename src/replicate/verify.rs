@@ -33,7 +33,7 @@ pub struct VerifySchedule {
 impl DbReplicator {
     /// Checks the replica if due (see the module docs); failures are reported.
     pub(crate) async fn verify_if_due(&self, remote: &mut RemoteIndex, s: &mut VerifySchedule) {
-        let uploaded = remote.level_max(0);
+        let uploaded = remote.position();
         let uploaded_now = uploaded != s.prev_uploaded;
         s.prev_uploaded = uploaded;
         let last = *s.last.get_or_insert_with(Instant::now); // start-up listed the replica
@@ -63,7 +63,7 @@ impl DbReplicator {
         remote: &mut RemoteIndex,
     ) -> Result<u64, ReplicateError> {
         let fresh = RemoteIndex::load(self.client.as_ref()).await?;
-        let expected = remote.level_max(0);
+        let expected = remote.position();
         let missing = remote.missing_from(&fresh);
         let verdict = match fresh.restorable_txid() {
             Ok(Some(t)) if t >= expected => Ok(t),
@@ -102,7 +102,7 @@ impl DbReplicator {
                 *remote = fresh;
                 remote.needs_snapshot = true;
                 remote.verify_soon = true;
-                self.health.set_remote_txid(remote.level_max(0));
+                self.health.set_remote_txid(remote.position());
                 self.health.set_restorable(Restorable::No(reason.clone()));
                 Err(ReplicateError::Replica(reason))
             }

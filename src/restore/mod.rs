@@ -10,6 +10,7 @@
 //! checked out, the integrity check passed and the temp file was fsynced; then one rename.
 
 pub mod apply;
+pub mod follow;
 pub mod inventory;
 pub mod output;
 pub mod parallel;

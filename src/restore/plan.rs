@@ -109,6 +109,37 @@ pub fn plan(levels: &[Vec<LtxFileInfo>], target: &Target) -> Result<Plan, PlanEr
     check(levels, target, files, cur)
 }
 
+/// The files that carry a state at `cur` forward, by the planner's rules (levels 8..0),
+/// and the TXID where the chain stops. `Err((reached, next))` when the replica holds a
+/// newer state (in any level, snapshots included) that the chain cannot reach (retention
+/// removed what was needed): `next` is where the newer files start.
+pub fn continue_from(
+    levels: &[Vec<LtxFileInfo>],
+    mut cur: u64,
+) -> Result<(Vec<LtxFileInfo>, u64), (u64, u64)> {
+    let mut files = Vec::new();
+    while let Some(next) = best_next(levels, cur, &Target::Latest) {
+        cur = next.max_txid;
+        files.push(next.clone());
+    }
+    let beyond = levels
+        .iter()
+        .flatten()
+        .filter(|f| f.max_txid > cur)
+        .map(|f| {
+            if f.level == SNAPSHOT_LEVEL {
+                f.max_txid
+            } else {
+                f.min_txid
+            }
+        })
+        .min();
+    match beyond {
+        Some(next) => Err((cur, next)),
+        None => Ok((files, cur)),
+    }
+}
+
 fn best_next<'a>(
     levels: &'a [Vec<LtxFileInfo>],
     cur: u64,
@@ -352,5 +383,37 @@ mod tests {
             vec![(9, 1, 1), (0, 2, 2)]
         );
         assert_eq!(ids(&plan(&l, &Target::Latest).unwrap()), vec![(9, 1, 3)]);
+    }
+}
+
+#[cfg(test)]
+mod continue_tests {
+    use super::*;
+
+    fn f(level: u8, min: u64, max: u64) -> LtxFileInfo {
+        LtxFileInfo {
+            level,
+            min_txid: min,
+            max_txid: max,
+            size: 1,
+            created_at: SystemTime::UNIX_EPOCH,
+        }
+    }
+
+    #[test]
+    fn continue_from_follows_the_chain_and_names_gaps() {
+        let mut levels = vec![Vec::new(); 10];
+        levels[0] = vec![f(0, 5, 5), f(0, 6, 6), f(0, 7, 7)];
+        levels[1] = vec![f(1, 1, 4)];
+        let (files, to) = continue_from(&levels, 4).unwrap();
+        assert_eq!((files.len(), to), (3, 7));
+        assert_eq!(continue_from(&levels, 7).unwrap().0.len(), 0);
+        levels[0].remove(1);
+        assert_eq!(continue_from(&levels, 4), Err((5, 7)), "L0 gap");
+        // Only a newer snapshot: the standby cannot reach it file by file.
+        let mut levels = vec![Vec::new(); 10];
+        levels[0] = vec![f(0, 3, 3)];
+        levels[9] = vec![f(9, 1, 9)];
+        assert_eq!(continue_from(&levels, 3), Err((3, 9)));
     }
 }

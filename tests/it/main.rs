@@ -3,6 +3,8 @@
 mod adversarial;
 mod conformance;
 mod fault_matrix;
+mod follow;
+mod history_gaps;
 mod net_faults;
 mod nomad_job;
 mod one_writer;

@@ -94,6 +94,19 @@ impl Replicator {
         (st, t0.elapsed())
     }
 
+    /// Waits (up to `limit`) for the process to exit by itself, after a signal sent with
+    /// [`Replicator::pid`].
+    pub fn wait_exit(mut self, limit: Duration) -> ExitStatus {
+        let mut c = self.child.take().unwrap();
+        wait_timeout(&mut c, limit).unwrap_or_else(|| {
+            let _ = c.kill();
+            panic!(
+                "replicator did not exit within {limit:?}: {}",
+                self.log_text()
+            )
+        })
+    }
+
     /// A metric's value for the series whose labels contain every `labels` pair.
     pub fn metric_with(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let (_, body) = self.get("/metrics")?;

@@ -1,0 +1,126 @@
+//! Holes in the history between the replica and the staging directory: level-0 files a
+//! bucket lifecycle rule removed (higher levels cover them), and a staged file lost before
+//! the final upload. Replication continues or heals; the exit status never claims a
+//! durability the replica does not have.
+
+use std::path::Path;
+use std::time::Duration;
+
+use crate::support::cli::{restore, s, text};
+use crate::support::oracle::{Target, write_config_with};
+use crate::support::replicator::{Replicator, assert_restores_equal, finish_load, load};
+
+fn ltx_files(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .map(|d| d.map(|e| e.unwrap().path()).collect())
+        .unwrap_or_default();
+    v.retain(|p| p.extension().is_some_and(|e| e == "ltx"));
+    v.sort();
+    v
+}
+
+/// Every level-0 file is gone from the replica (a lifecycle rule), a snapshot covers them.
+/// A new allocation restores and replicates (the Nomad flow): its full image continues
+/// the snapshot's position without an error, and both restorers agree with the database.
+/// It used to take level 0 for the replica's position, see a hole and write a second image.
+#[test]
+fn level0_removed_by_a_lifecycle_rule_is_continued() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let root = dir.path().join("replica");
+    let url = format!("file://{}", root.display());
+    finish_load(load(&db, &["--rate", "50", "--duration", "0.3"]));
+    let cfg = write_config_with(
+        dir.path(),
+        &db,
+        Target::File(&root),
+        "snapshot:\n  interval: 1s\n",
+    );
+    let rep = Replicator::start_ready(dir.path(), &["-config", s(&cfg)], None);
+    finish_load(load(
+        &db,
+        &["--rate", "50", "--duration", "2", "--writer", "1"],
+    ));
+    std::thread::sleep(Duration::from_secs(3)); // a snapshot covers every write
+    let (st, _) = rep.stop_within(Duration::from_secs(30));
+    assert!(st.success());
+    let l0 = ltx_files(&root.join("ltx/0"));
+    assert!(!l0.is_empty());
+    for f in &l0 {
+        std::fs::remove_file(f).unwrap();
+    }
+    let alloc = dir.path().join("alloc2");
+    std::fs::create_dir(&alloc).unwrap();
+    let db2 = alloc.join("app.db");
+    let r = restore(&["-o", s(&db2), &url], None);
+    assert!(r.status.success(), "{}", text(&r));
+    let rep = Replicator::start_ready(&alloc, &[s(&db2), &url], None);
+    finish_load(load(
+        &db2,
+        &["--rate", "50", "--duration", "2", "--writer", "2"],
+    ));
+    let log_path = rep.log.clone();
+    let (st, _) = rep.stop_within(Duration::from_secs(30));
+    let log = std::fs::read_to_string(log_path).unwrap();
+    assert!(st.success(), "{log}");
+    assert!(
+        !log.contains("ERROR") && log.matches("full level-0 image").count() == 1,
+        "the new allocation did not simply continue the replica: {log}"
+    );
+    assert_restores_equal(dir.path(), &url, None, &db2);
+}
+
+/// Uploads fail (level 0 of the replica is not a directory) while the application commits;
+/// the first pending staged file is lost; SIGTERM; the replica comes back during the
+/// shutdown window. The final upload finds the hole, stages a full image, uploads it and
+/// exits 0 with every change in the replica (it used to exit 0 without them).
+#[test]
+fn a_staged_file_lost_before_shutdown_is_healed_by_the_final_upload() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let root = dir.path().join("replica");
+    let url = format!("file://{}", root.display());
+    finish_load(load(&db, &["--rate", "50", "--duration", "0.3"]));
+    let cfg = write_config_with(
+        dir.path(),
+        &db,
+        Target::File(&root),
+        "shutdown-sync-timeout: 30s\nshutdown-sync-interval: 200ms\nlevels:\n  - interval: 1h\n",
+    );
+    let rep = Replicator::start_ready(dir.path(), &["-config", s(&cfg)], None);
+    std::thread::sleep(Duration::from_secs(2));
+    let (l0, aside) = (root.join("ltx/0"), root.join("ltx/0.aside"));
+    std::fs::rename(&l0, &aside).unwrap();
+    std::fs::write(&l0, b"not a directory").unwrap();
+    let staging = dir.path().join(".app.db-litestream/ltx/0");
+    let before = ltx_files(&staging);
+    finish_load(load(
+        &db,
+        &["--rate", "50", "--duration", "2", "--writer", "1"],
+    ));
+    std::thread::sleep(Duration::from_millis(1500)); // staged, not uploaded
+    let pending: Vec<_> = ltx_files(&staging)
+        .into_iter()
+        .filter(|p| !before.contains(p))
+        .collect();
+    assert!(
+        pending.len() >= 2,
+        "nothing pending: {pending:?} {}",
+        rep.log_text()
+    );
+    std::fs::remove_file(&pending[0]).unwrap();
+    unsafe { libc::kill(rep.pid(), libc::SIGTERM) };
+    std::thread::sleep(Duration::from_secs(1)); // the final upload fails and retries
+    std::fs::remove_file(&l0).unwrap();
+    std::fs::rename(&aside, &l0).unwrap();
+    let log_path = rep.log.clone();
+    let st = rep.wait_exit(Duration::from_secs(40));
+    let log = std::fs::read_to_string(log_path).unwrap();
+    assert!(st.success(), "{log}");
+    assert!(log.contains("do not continue the replica"), "{log}");
+    assert!(
+        log.contains("every committed change is in the replica"),
+        "{log}"
+    );
+    assert_restores_equal(dir.path(), &url, None, &db);
+}
