@@ -11,7 +11,8 @@ use clap::{Args, Parser, Subcommand};
 #[command(
     name = "liteship",
     version,
-    about = "SQLite replication to S3 and files, compatible with Litestream 0.5"
+    about = "SQLite replication to S3 and files, compatible with Litestream 0.5",
+    after_help = "Examples:\n  liteship replicate /data/app.db file:///backups/app\n  liteship restore -if-db-not-exists -if-replica-exists -config /etc/litestream.yml /data/app.db\n  liteship verify -max-age 1h -config /etc/litestream.yml /data/app.db\n\nRun `liteship <command> --help` for a command's flags and examples."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -33,6 +34,7 @@ pub enum Command {
     #[command(alias = "databases")]
     Status(StatusArgs),
     /// Print the version.
+    #[command(after_help = "Example:\n  liteship version")]
     Version,
 }
 
@@ -50,6 +52,9 @@ pub struct CommonArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  # Nomad prestart: restore only when the database is missing; an empty replica is a first boot\n  liteship restore -config /etc/litestream.yml -if-db-not-exists -if-replica-exists /data/app.db\n  # point-in-time copy next to the live database\n  liteship restore -config /etc/litestream.yml -timestamp 2026-11-27T07:00:00Z -o /data/pitr.db /data/app.db\n  # warm standby that follows the replica\n  liteship restore -f -o /standby/app.db 's3://overseerr-litestream/db?endpoint=minio.local:9000'"
+)]
 pub struct RestoreArgs {
     /// A database path from the config, or a replica URL (file:///path, s3://bucket/path?...).
     #[arg(value_name = "DB_PATH|REPLICA_URL")]
@@ -157,6 +162,9 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Examples:\n  liteship replicate -config /etc/litestream.yml -addr 127.0.0.1:9090\n  liteship replicate /data/app.db 's3://overseerr-litestream/db?endpoint=minio.local:9000'\n  liteship replicate -config /etc/litestream.yml -exec 'node server.js'"
+)]
 pub struct ReplicateArgs {
     /// A database path and its replica URL, instead of a config file.
     #[arg(value_name = "DB_PATH REPLICA_URL", num_args = 0..=2)]
@@ -219,6 +227,33 @@ fn is_single_dash_long(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every command's --help ends with at least one example that names the command.
+    #[test]
+    fn every_command_help_has_an_example() {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        let top = cmd.render_long_help().to_string();
+        assert!(top.contains("Examples:"), "{top}");
+        cmd.build();
+        let mut seen = 0;
+        for sub in cmd.get_subcommands_mut() {
+            let name = sub.get_name().to_string();
+            if name == "help" {
+                continue; // clap's own `liteship help COMMAND`
+            }
+            seen += 1;
+            let help = sub.render_long_help().to_string();
+            let ex = help
+                .find("Example")
+                .unwrap_or_else(|| panic!("`liteship {name} --help` has no example:\n{help}"));
+            assert!(
+                help[ex..].contains(&format!("liteship {name}")),
+                "{name}: the example does not run the command:\n{help}"
+            );
+        }
+        assert_eq!(seen, 6, "restore, replicate, ltx, verify, status, version");
+    }
 
     fn norm(v: &[&str]) -> Vec<String> {
         normalize_args(v.iter().map(OsString::from))

@@ -202,6 +202,34 @@ impl Metrics {
         }
     }
 
+    /// Creates a database's series at their initial values, so that dashboards and alerts
+    /// (`increase(...)`, `== 1`) see them from the first scrape, not from the first event.
+    pub fn init_db(&self, db: &str) {
+        let l = [db];
+        for c in [
+            &self.sync_error_count,
+            &self.staging_limit_hits,
+            &self.full_images,
+            &self.maintenance_errors,
+            &self.total_wal_bytes,
+            &self.sync_count,
+        ] {
+            c.with_label_values(&l).inc_by(0);
+        }
+        for mode in ["PASSIVE", "TRUNCATE"] {
+            self.checkpoint_count
+                .with_label_values(&[db, mode])
+                .inc_by(0);
+            self.checkpoint_error_count
+                .with_label_values(&[db, mode])
+                .inc_by(0);
+        }
+        for g in [&self.refused, &self.disk_full, &self.lease_held] {
+            g.with_label_values(&l).set(0);
+        }
+        self.conditional_writes.with_label_values(&l).set(-1);
+    }
+
     /// The text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();

@@ -116,11 +116,7 @@ impl DbReplicator {
         let label = cfg.path.display().to_string();
         let meta = Meta::new(&cfg.path, cfg.meta_path.as_deref());
         let lease = Lease::new(&label, String::new(), g.lease_ttl);
-        metrics.lease_held.with_label_values(&[&label]).set(0);
-        metrics
-            .conditional_writes
-            .with_label_values(&[&label])
-            .set(-1);
+        metrics.init_db(&label);
         DbReplicator {
             cfg,
             g,

@@ -385,8 +385,8 @@ async fn write_and_publish(
     // comes last, decoded in parallel ranges.
     let newest_first: Vec<LtxFileInfo> = files[skip..].iter().rev().cloned().collect();
     let keys: Vec<String> = keys[skip..].iter().rev().cloned().collect();
-    let progress = progress::Progress::new(files.iter().map(|f| f.size).sum(), files.len());
-    let ticker = progress::Ticker::start(progress.clone(), opts.progress);
+    let total: u64 = files.iter().map(|f| f.size).sum();
+    let progress = progress::Progress::shown(total, files.len(), opts.progress);
     let phase = Instant::now();
     let streamed = (newest_first, keys, file.clone(), progress.clone());
     let mut merge = apply_streamed(client.clone(), opts, streamed).await?;
@@ -406,7 +406,7 @@ async fn write_and_publish(
             "snapshot applied in parallel ranges"
         );
     }
-    drop(ticker);
+    progress.finish();
     let applied = merge.finish()?;
     file.set_len(u64::from(applied.commit) * u64::from(applied.page_size))
         .map_err(|e| RestoreError::io("write", tmp, e))?;

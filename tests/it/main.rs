@@ -2,11 +2,13 @@
 
 mod adversarial;
 mod conformance;
+mod deploy_files;
 mod fault_matrix;
 mod follow;
 mod history_gaps;
 mod net_faults;
 mod nomad_job;
+mod nomad_variants;
 mod one_writer;
 mod oracle_ltx;
 mod replicate_core;

@@ -15,15 +15,15 @@ use crate::support::replicator::{content_hash, finish_load, load, wait_timeout};
 use crate::support::s3::{S3Server, TestBucket, own_garage_in};
 use crate::support::sqlite::integrity_check;
 
-fn job_text() -> String {
+pub(crate) fn job_text() -> String {
     std::fs::read_to_string(crate::support::repo_root().join("nomad/overseerr.nomad.hcl")).unwrap()
 }
 
-fn parse(text: &str) -> Body {
-    hcl::parse(text).unwrap_or_else(|e| panic!("nomad/overseerr.nomad.hcl does not parse: {e}"))
+pub(crate) fn parse(text: &str) -> Body {
+    hcl::parse(text).unwrap_or_else(|e| panic!("a Nomad file does not parse: {e}"))
 }
 
-fn block<'a>(b: &'a Body, ident: &str, label: Option<&str>) -> &'a Block {
+pub(crate) fn block<'a>(b: &'a Body, ident: &str, label: Option<&str>) -> &'a Block {
     b.blocks()
         .find(|bl| {
             bl.identifier() == ident
@@ -32,11 +32,11 @@ fn block<'a>(b: &'a Body, ident: &str, label: Option<&str>) -> &'a Block {
         .unwrap_or_else(|| panic!("no block {ident} {label:?}"))
 }
 
-fn blocks<'a>(b: &'a Body, ident: &str) -> Vec<&'a Block> {
+pub(crate) fn blocks<'a>(b: &'a Body, ident: &str) -> Vec<&'a Block> {
     b.blocks().filter(|bl| bl.identifier() == ident).collect()
 }
 
-fn attr<'a>(b: &'a Body, key: &str) -> &'a Expression {
+pub(crate) fn attr<'a>(b: &'a Body, key: &str) -> &'a Expression {
     b.attributes()
         .find(|a| a.key() == key)
         .map(|a| a.expr())
@@ -44,7 +44,7 @@ fn attr<'a>(b: &'a Body, key: &str) -> &'a Expression {
 }
 
 /// A string-ish expression as text (heredocs dedented as `<<-` does); others as HCL.
-fn text_of(e: &Expression) -> String {
+pub(crate) fn text_of(e: &Expression) -> String {
     match e {
         Expression::String(s) => s.clone(),
         Expression::TemplateExpr(t) => match t.as_ref() {
@@ -74,14 +74,14 @@ fn dedent(s: &str) -> String {
         .join("\n")
 }
 
-fn strings(e: &Expression) -> Vec<String> {
+pub(crate) fn strings(e: &Expression) -> Vec<String> {
     match e {
         Expression::Array(v) => v.iter().map(text_of).collect(),
         other => panic!("expected a list, got {other}"),
     }
 }
 
-fn task<'a>(group: &'a Body, name: &str) -> &'a Body {
+pub(crate) fn task<'a>(group: &'a Body, name: &str) -> &'a Body {
     block(group, "task", Some(name)).body()
 }
 
