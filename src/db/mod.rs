@@ -154,6 +154,10 @@ pub struct Db {
     wal_fd: Option<File>,
     page_size: u32,
     pos: Option<Position>,
+    /// The WAL offset where the last read ended and the stored checksum of the frame that
+    /// ends there, as read (in memory: after a restart the first sync compares that frame
+    /// with the newest staged file instead).
+    last_frame: Option<(u64, (u32, u32))>,
     /// Set when continuity is known to be broken (the next level-0 file is a full image).
     needs_full: Option<&'static str>,
     pin: Pin,
@@ -208,6 +212,7 @@ impl Db {
             identity,
             page_size,
             pos,
+            last_frame: None,
             needs_full: None,
             pin: Pin::Unproven,
             pinned: false,

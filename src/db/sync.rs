@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::{Db, DbError, Pin, Position};
 use crate::ltx::{Header, LtxError};
-use crate::wal::{WAL_HEADER_SIZE, WalError, WalHeader, WalReader};
+use crate::wal::{FRAME_HEADER_SIZE, WAL_HEADER_SIZE, WalError, WalHeader, WalReader};
 
 /// A level-0 file written to the meta directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +175,8 @@ impl Db {
     ) -> Result<Option<Staged>, SyncError> {
         let pos = self.pos.expect("incremental needs a position");
         let max = self.opts.max_sync_wal_bytes;
+        let (known, staged, page_size) =
+            (self.last_frame, self.meta.l0_path(pos.txid), self.page_size);
         let batch = {
             let Some(wal) = self.wal() else {
                 return Ok(None);
@@ -190,8 +192,14 @@ impl Db {
                 }
                 Err(e) => return Err(e.into()),
             };
+            let seed = r.checksum();
+            if !last_frame_intact(wal, from, seed, known, &staged, page_size) {
+                return self.write_full("wal overwritten by another process");
+            }
             r.read_committed(max)?
         };
+        // Verified at `from`; after a non-empty read, at its end.
+        self.last_frame = Some((batch.end_offset, batch.end_checksum));
         self.last_read_limited = max > 0 && batch.end_offset - batch.start_offset >= max;
         if batch.is_empty() {
             if !self.last_read_limited {
@@ -279,6 +287,7 @@ impl Db {
                 } else {
                     batch.commit
                 };
+                self.last_frame = Some((batch.end_offset, batch.end_checksum));
                 (batch.pages, batch.end_offset, (h.salt1, h.salt2), commit)
             }
             None => (
@@ -321,5 +330,128 @@ impl Db {
             commit,
             full: Some(reason),
         }))
+    }
+}
+
+/// Whether the frame that ends at `from` (the last one synced) is still the one that was
+/// read there (spec 3.5, step 5). A writer killed after writing a commit frame but before
+/// publishing it in the wal-index leaves a transaction that SQLite never acknowledged and
+/// later overwrites with other frames; resuming after it would seed the checksum from the
+/// new frames and ship the rest on top of pages that never existed. Known in memory, the
+/// frame's stored checksum is compared; after a restart, its page is compared with the
+/// same page in the newest staged file (`staged`), as Litestream does. Anything that
+/// cannot be checked counts as overwritten (a full image is always safe).
+fn last_frame_intact(
+    wal: &std::fs::File,
+    from: u64,
+    seed: (u32, u32),
+    known: Option<(u64, (u32, u32))>,
+    staged: &std::path::Path,
+    page_size: u32,
+) -> bool {
+    if from <= WAL_HEADER_SIZE as u64 {
+        return true; // nothing before: the salts were checked against the header
+    }
+    if let Some((end, checksum)) = known
+        && end == from
+    {
+        return checksum == seed;
+    }
+    let frame_size = FRAME_HEADER_SIZE as u64 + u64::from(page_size);
+    let mut frame = vec![0u8; frame_size as usize];
+    if std::os::unix::fs::FileExt::read_exact_at(wal, &mut frame, from - frame_size).is_err() {
+        return false;
+    }
+    let pgno = u32::from_be_bytes(frame[0..4].try_into().expect("4 bytes"));
+    staged_page_equals(staged, pgno, &frame[FRAME_HEADER_SIZE..]).unwrap_or(false)
+}
+
+/// Whether the staged LTX file at `path` holds page `pgno` with exactly `want` (streamed:
+/// one page in memory, whatever the file's size); `None` when it cannot be read.
+fn staged_page_equals(path: &std::path::Path, pgno: u32, want: &[u8]) -> Option<bool> {
+    let f = std::fs::File::open(path).ok()?;
+    let mut dec = crate::ltx::Decoder::new(std::io::BufReader::new(f)).ok()?;
+    let mut page = vec![0u8; want.len()];
+    while let Some(p) = dec.next_page(&mut page).ok()? {
+        if p == pgno {
+            return Some(page == want);
+        }
+    }
+    Some(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::Connection;
+    use std::time::Duration;
+
+    fn opts() -> crate::db::DbOptions {
+        crate::db::DbOptions {
+            busy_timeout: Duration::from_secs(1),
+            min_checkpoint_page_count: 1_000_000,
+            truncate_page_n: 0,
+            checkpoint_interval: Duration::ZERO,
+            max_sync_wal_bytes: 0,
+            page_framing: Default::default(),
+        }
+    }
+
+    fn writer(path: &Path) -> Connection {
+        let c = Connection::open(path).unwrap();
+        c.execute_batch("PRAGMA journal_mode=wal; PRAGMA wal_autocheckpoint=0;")
+            .unwrap();
+        c
+    }
+
+    /// A writer killed after writing a commit frame but before publishing it in the
+    /// wal-index leaves a transaction SQLite never acknowledged; the next writer writes
+    /// other frames over it (same salts, a valid checksum chain). The synced frame is no
+    /// longer there: the next sync must write a full image, in memory (same process) and
+    /// after a restart (compared with the staged file). Found by the writer_kills soak: the
+    /// replica silently kept the phantom transaction's pages.
+    #[test]
+    fn overwritten_last_frame_forces_a_full_image() {
+        for restart in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let db = dir.path().join("app.db");
+            let wal = dir.path().join("app.db-wal");
+            let w = writer(&db);
+            w.execute_batch("CREATE TABLE t(x TEXT); INSERT INTO t VALUES ('one');")
+                .unwrap();
+            let mut d = Db::open(&db, None, opts()).unwrap();
+            d.sync().unwrap();
+            let (base_db, base_wal) = (std::fs::read(&db).unwrap(), std::fs::read(&wal).unwrap());
+            // The transaction that gets shipped and then overwritten.
+            w.execute("UPDATE t SET x = 'phantom'", []).unwrap();
+            let staged = d.sync().unwrap();
+            assert!(staged.len() == 1 && staged[0].full.is_none(), "{staged:?}");
+            // The same transaction slot, written by another writer with other content.
+            let scratch = dir.path().join("scratch");
+            std::fs::create_dir(&scratch).unwrap();
+            std::fs::write(scratch.join("app.db"), &base_db).unwrap();
+            std::fs::write(scratch.join("app.db-wal"), &base_wal).unwrap();
+            let other = Connection::open(scratch.join("app.db")).unwrap();
+            other
+                .execute("UPDATE t SET x = 'the real one'", [])
+                .unwrap();
+            let replaced = std::fs::read(scratch.join("app.db-wal")).unwrap();
+            let wal_now = std::fs::read(&wal).unwrap();
+            assert_eq!(replaced.len(), wal_now.len(), "same frame count");
+            assert_ne!(replaced, wal_now);
+            std::fs::write(&wal, &replaced).unwrap();
+            if restart {
+                drop(d);
+                d = Db::open(&db, None, opts()).unwrap();
+            }
+            let staged = d.sync().unwrap();
+            assert!(
+                staged
+                    .iter()
+                    .any(|s| s.full == Some("wal overwritten by another process")),
+                "restart {restart}: {staged:?}"
+            );
+            drop(other);
+        }
     }
 }

@@ -187,6 +187,12 @@ impl<R: ReadAt> WalReader<R> {
         self.offset
     }
 
+    /// The running checksum: the stored checksum of the frame before [`offset`](Self::offset)
+    /// (the WAL header's at offset 32).
+    pub fn checksum(&self) -> (u32, u32) {
+        self.cksum
+    }
+
     /// Salts of the frames being read.
     pub fn salts(&self) -> (u32, u32) {
         (self.salt1, self.salt2)
@@ -246,6 +252,7 @@ impl<R: ReadAt> WalReader<R> {
             end_offset: start,
             commit: 0,
             pages: BTreeMap::new(),
+            end_checksum: self.cksum,
         };
         let mut pending: Vec<(u32, u64)> = Vec::new();
         let mut page = vec![0u8; self.header.page_size as usize];
@@ -268,6 +275,7 @@ impl<R: ReadAt> WalReader<R> {
         }
         self.offset = batch.end_offset;
         self.cksum = committed_cksum;
+        batch.end_checksum = committed_cksum;
         batch.pages.retain(|pgno, _| *pgno <= batch.commit);
         Ok(batch)
     }
@@ -283,6 +291,9 @@ pub struct CommittedBatch {
     pub commit: u32,
     /// Page number -> offset of the newest committed frame holding it (pages > commit dropped).
     pub pages: BTreeMap<u32, u64>,
+    /// The stored checksum of the frame that ends at `end_offset` (what a later resume at
+    /// `end_offset` must find there, unless the WAL was overwritten).
+    pub end_checksum: (u32, u32),
 }
 
 impl CommittedBatch {

@@ -74,7 +74,12 @@ async fn idle_database_sends_no_requests() {
     std::thread::sleep(Duration::from_secs(300));
     let (r1, c1) = (garage.s3_requests(), cpu_seconds(rep.pid()));
     let cpu = (c1 - c0) / t0.elapsed().as_secs_f64();
-    assert_eq!(r1 - r0, 0, "requests while idle");
+    assert_eq!(
+        r1 - r0,
+        0,
+        "requests while idle; the replicator's log:\n{}",
+        rep.log_text()
+    );
     assert!(cpu < 0.01, "idle CPU {:.3}%", cpu * 100.0);
     eprintln!(
         "idle: {} requests, CPU {:.3}% over {:?}",

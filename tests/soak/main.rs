@@ -32,6 +32,33 @@ use support::replicator::{Replicator, assert_restores_equal, finish_load, load, 
 use support::s3::{S3Server, TestBucket, own_garage};
 use support::sqlite::{Tmpfs, integrity_check};
 
+/// A scenario's directory: removed when the scenario passes, kept (and its path printed)
+/// when it fails, with the database, the replicator logs and the staging directory for the
+/// post-mortem.
+struct ScenarioDir(tempfile::TempDir);
+
+impl ScenarioDir {
+    fn new() -> ScenarioDir {
+        ScenarioDir(tempfile::tempdir().unwrap())
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for ScenarioDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.0.disable_cleanup(true);
+            eprintln!(
+                "SOAK: failed; kept {} for the post-mortem",
+                self.path().display()
+            );
+        }
+    }
+}
+
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -103,7 +130,7 @@ async fn kill_cycles() {
     let started = Instant::now();
     let cycles = env("SOAK_CYCLES", 500);
     let st = s3().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = ScenarioDir::new();
     let db = dir.path().join("app.db");
     finish_load(load(&db, &["--rate", "50", "--duration", "0.3"]));
     let cfg = write_config_with(dir.path(), &db, Target::S3(&st.via), BUSY);
@@ -172,7 +199,7 @@ async fn writer_kills() {
     let started = Instant::now();
     let cycles = env("SOAK_CYCLES", 100);
     let st = s3().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = ScenarioDir::new();
     let db = dir.path().join("app.db");
     finish_load(load(&db, &["--rate", "50", "--duration", "0.3"]));
     let cfg = write_config_with(dir.path(), &db, Target::S3(&st.via), BUSY);
@@ -232,7 +259,7 @@ async fn outage() {
     let started = Instant::now();
     let minutes = env("SOAK_MINUTES", 30);
     let st = s3().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = ScenarioDir::new();
     let db = dir.path().join("app.db");
     finish_load(load(&db, &["--rate", "50", "--duration", "0.3"]));
     let cfg = write_config_with(dir.path(), &db, Target::S3(&st.via), "");
@@ -298,7 +325,7 @@ async fn mixed_faults() {
     let started = Instant::now();
     let minutes = env("SOAK_MINUTES", 60);
     let st = s3().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = ScenarioDir::new();
     let db = dir.path().join("app.db");
     finish_load(load(&db, &["--rate", "50", "--duration", "0.3"]));
     let cfg = write_config_with(dir.path(), &db, Target::S3(&st.via), BUSY);
@@ -361,7 +388,7 @@ async fn mixed_faults() {
 fn disk_full() {
     let started = Instant::now();
     let minutes = env("SOAK_MINUTES", 5);
-    let dir = tempfile::tempdir().unwrap();
+    let dir = ScenarioDir::new();
     let fs = Tmpfs::mount(&dir.path().join("data"), "64m");
     let db = fs.0.join("app.db");
     let root = dir.path().join("replica");
