@@ -1,8 +1,8 @@
 # liteship container image: one static-ish binary on a distroless base.
 #
 # Build:  docker build -t liteship:0.1.0 .
-# Size:   the binary is ~19 MB (release, thin LTO, stripped); distroless/cc adds ~23 MB
-#         (glibc, libgcc, CA certificates), so the image is about 42 MB. Litestream's
+# Size:   the binary is ~21 MB (release, thin LTO, stripped); distroless/cc adds ~23 MB
+#         (glibc, libgcc, CA certificates), so the image is about 44 MB. Litestream's
 #         binary alone is about 39 MB.
 
 # Build stage: the same release build .ci/run performs.

@@ -4,6 +4,11 @@
 //! written to a file (one stream, and `parallelism` ranged streams).
 //!
 //! Run: `cargo bench --bench restore_compare` (`BENCH_DB_MB` sets the size, default 1024).
+//!
+//! With `BENCH_L0_FILES=N` it measures a *young* replica instead: a small database
+//! (`BENCH_DB_MB`, default 4) replicated by liteship with a 20 ms monitor interval and no
+//! compaction, so that the restore plan is one snapshot plus about N small level-0 files
+//! (per-request latency, not bandwidth, is the limit there).
 //! Results are recorded in BENCHMARKS.md by hand.
 
 #[path = "../tests/it/support/mod.rs"]
@@ -207,31 +212,17 @@ fn hold_for_profiling(tb: &TestBucket, url: &str) {
     }
 }
 
-#[tokio::main]
-async fn main() {
-    let mb: u64 = std::env::var("BENCH_DB_MB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1024);
-    let dir = tempfile::tempdir_in(
-        std::env::var("BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string()),
-    )
-    .unwrap();
-    let db = dir.path().join("app.db");
-    eprintln!("building a {mb} MiB database...");
-    build_db(&db, mb);
-    let db_size = std::fs::metadata(&db).unwrap().len();
-    let tb = TestBucket::new().await;
-    let ls = Litestream::v0_5_17();
+/// A replica of `db` written by Litestream 0.5.17 (snapshot, then 20 updates).
+async fn litestream_replica(dir: &Path, db: &Path, tb: &TestBucket, ls: &Litestream) {
     eprintln!("litestream 0.5.17 replicating to garage...");
-    let running = ls.replicate(&write_config(dir.path(), &db, LsTarget::S3(&tb.config)));
+    let running = ls.replicate(&write_config(dir, db, LsTarget::S3(&tb.config)));
     loop {
         tokio::time::sleep(Duration::from_secs(1)).await;
         if !tb.replica.list(0).await.unwrap().is_empty() {
             break;
         }
     }
-    let c = rusqlite::Connection::open(&db).unwrap();
+    let c = rusqlite::Connection::open(db).unwrap();
     for i in 0..20 {
         c.execute(
             "UPDATE t SET body = hex(randomblob(300)) WHERE id % 50 = ?1",
@@ -243,6 +234,67 @@ async fn main() {
     drop(c);
     tokio::time::sleep(Duration::from_secs(1)).await;
     running.stop();
+}
+
+/// A replica of `db` written by liteship: a snapshot, then one level-0 file per commit of
+/// a writer (about `files` of them), never compacted.
+fn young_replica(dir: &Path, db: &Path, tb: &TestBucket, files: u64) {
+    use support::replicator::{Replicator, finish_load, load};
+    let cfg = support::oracle::write_config_with(
+        dir,
+        db,
+        LsTarget::S3(&tb.config),
+        "levels:\n  - interval: 24h\nsnapshot:\n  interval: 24h\nl0-retention: 24h\n",
+    );
+    let yml = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        yml.replace("monitor-interval: 100ms", "monitor-interval: 20ms"),
+    )
+    .unwrap();
+    let rep = Replicator::start_ready(dir, &["-config", cfg.to_str().unwrap()], None);
+    // 25 commits/s against a 20 ms monitor: about one commit per level-0 file.
+    let secs = files as f64 / 25.0;
+    finish_load(load(
+        db,
+        &[
+            "--rate",
+            "25",
+            "--duration",
+            &format!("{secs}"),
+            "--payload",
+            "200",
+        ],
+    ));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(rep.stop().success());
+}
+
+#[tokio::main]
+async fn main() {
+    let young: Option<u64> = std::env::var("BENCH_L0_FILES")
+        .ok()
+        .and_then(|v| v.parse().ok());
+    let mb: u64 = std::env::var("BENCH_DB_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if young.is_some() { 4 } else { 1024 });
+    let dir = tempfile::tempdir_in(
+        std::env::var("BENCH_DIR").unwrap_or_else(|_| std::env::temp_dir().display().to_string()),
+    )
+    .unwrap();
+    let db = dir.path().join("app.db");
+    eprintln!("building a {mb} MiB database...");
+    build_db(&db, mb);
+    let db_size = std::fs::metadata(&db).unwrap().len();
+    let tb = TestBucket::new().await;
+    let ls = Litestream::v0_5_17();
+    if let Some(files) = young {
+        eprintln!("liteship writing a snapshot and about {files} level-0 files...");
+        young_replica(dir.path(), &db, &tb, files);
+    } else {
+        litestream_replica(dir.path(), &db, &tb, &ls).await;
+    }
     let levels = list_levels(&tb.replica, &Target::Latest).await.unwrap();
     let p = plan(&levels, &Target::Latest).unwrap();
     eprintln!("plan: {} files, {} bytes", p.files.len(), p.total_size());

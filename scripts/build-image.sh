@@ -8,7 +8,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 usage="usage: scripts/build-image.sh REGISTRY/NAME:TAG [--no-push]"
-ref=${1:?$usage}
+if [ $# -lt 1 ] || [ $# -gt 2 ]; then echo "$usage" >&2; exit 2; fi
+ref=$1
 push=1
 case "${2:-}" in
   "") ;;

@@ -34,7 +34,7 @@ pub enum Command {
     #[command(alias = "databases")]
     Status(StatusArgs),
     /// Print the version.
-    #[command(after_help = "Example:\n  liteship version")]
+    #[command(after_help = "Examples:\n  liteship version")]
     Version,
 }
 

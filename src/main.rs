@@ -17,6 +17,16 @@ fn main() -> ExitCode {
         }
     }
     raise_fd_limit();
+    if matches!(
+        cli.command,
+        Command::Ltx(_) | Command::Verify(_) | Command::Status(_)
+    ) {
+        // Listing commands end quietly when their reader goes away (`liteship ltx | head`)
+        // instead of panicking on a broken pipe. Their network writes use send(2) with
+        // MSG_NOSIGNAL (Rust's sockets), so only stdout is affected.
+        // SAFETY: setting a signal disposition before any thread is started.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

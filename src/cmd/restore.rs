@@ -175,10 +175,13 @@ fn parse_owner(s: &str) -> anyhow::Result<(u32, Option<u32>)> {
     Ok((uid, gid))
 }
 
+/// The files the restore will download and apply (a full image replaces every page, so
+/// files before the last one are left out, as the restore itself does).
 fn print_plan(plan: &Plan, json: bool) {
+    let files = plan.effective_files();
+    let bytes: u64 = files.iter().map(|f| f.size).sum();
     if json {
-        let files: Vec<_> = plan
-            .files
+        let files: Vec<_> = files
             .iter()
             .map(|f| {
                 serde_json::json!({
@@ -190,12 +193,12 @@ fn print_plan(plan: &Plan, json: bool) {
             .collect();
         println!(
             "{}",
-            serde_json::json!({ "txid": format!("{:016x}", plan.txid()), "files": files })
+            serde_json::json!({ "txid": format!("{:016x}", plan.txid()), "files": files, "bytes": bytes })
         );
         return;
     }
     println!("{:<5} {:<37} {:>12}  CREATED", "LEVEL", "FILE", "SIZE");
-    for f in &plan.files {
+    for f in files {
         println!(
             "{:<5} {:<37} {:>12}  {}",
             f.level,
@@ -207,8 +210,8 @@ fn print_plan(plan: &Plan, json: bool) {
     println!(
         "restores to txid {:016x} from {} files, {} bytes",
         plan.txid(),
-        plan.files.len(),
-        plan.total_size()
+        files.len(),
+        bytes
     );
 }
 

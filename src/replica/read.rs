@@ -1,10 +1,13 @@
 //! Reading a replica, shared by restore and replication: the listing of every level
 //! ([`list_levels`]) and parallel ranged downloads delivered in order.
 //!
-//! The plan's files are cut into chunks of at most `chunk_size` bytes. Up to `parallelism`
-//! chunks are downloaded at once (`buffered` keeps their order), and each finished chunk is
-//! handed to the applier through a small bounded channel. Memory is therefore bounded by
-//! about `(parallelism + CHANNEL_DEPTH) * chunk_size`, whatever the database size.
+//! The plan's files are cut into chunks of at most `chunk_size` bytes. Downloads run under
+//! a byte budget of `parallelism * chunk_size` in flight, with at most [`MAX_IN_FLIGHT`]
+//! requests: eight full chunks of a large file, or dozens of small level-0 files at once
+//! (a young replica is hundreds of files of a few KiB, where per-request latency, not
+//! bandwidth, is the limit). Chunks are delivered in plan order, each finished one handed
+//! to the applier through a small bounded channel. Memory is therefore bounded by about
+//! `(parallelism + CHANNEL_DEPTH) * chunk_size`, whatever the database size.
 //!
 //! A response body that breaks off is resumed with a new ranged GET from the byte where it
 //! stopped, with backoff ([`Backoff::RESUME`]); the S3 SDK retries the requests themselves.
@@ -97,25 +100,47 @@ pub fn chunk_specs(files: &[LtxFileInfo], chunk_size: u64) -> Vec<ChunkSpec> {
     out
 }
 
+/// Requests in flight at most, however small the chunks (a young replica's level-0 files
+/// are a few KiB each). 64 keeps a loopback or LAN S3 server busy without opening more
+/// connections than the SDK's pool keeps warm.
+pub const MAX_IN_FLIGHT: usize = 64;
+
 /// Starts the downloads; chunks arrive on the returned channel in plan order. The task
-/// stops at the first error (which it sends) or when the receiver is dropped.
+/// stops at the first error (which it sends) or when the receiver is dropped. In flight:
+/// at most `parallelism * chunk_size` bytes (one chunk, whatever its size, when nothing
+/// else is) and [`MAX_IN_FLIGHT`] requests.
 pub fn spawn_fetcher(
     client: Arc<dyn ReplicaClient>,
     specs: Vec<ChunkSpec>,
     parallelism: usize,
+    chunk_size: u64,
 ) -> mpsc::Receiver<ChunkResult> {
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
+    let budget = chunk_size.max(1).saturating_mul(parallelism.max(1) as u64);
+    let max_requests = MAX_IN_FLIGHT.max(parallelism);
     tokio::spawn(async move {
-        let mut stream = futures::stream::iter(specs)
-            .map(|spec| {
-                let client = client.clone();
-                async move {
-                    let data = fetch_chunk(client.as_ref(), &spec, &Backoff::RESUME).await?;
-                    Ok((spec, data))
+        let mut pending = specs.into_iter().peekable();
+        let mut inflight = futures::stream::FuturesOrdered::new();
+        let mut bytes = 0u64;
+        loop {
+            while let Some(next) = pending.peek() {
+                let fits = bytes + next.len <= budget && inflight.len() < max_requests;
+                if !inflight.is_empty() && !fits {
+                    break;
                 }
-            })
-            .buffered(parallelism.max(1));
-        while let Some(item) = stream.next().await {
+                let spec = pending.next().expect("peeked");
+                bytes += spec.len;
+                let client = client.clone();
+                inflight.push_back(async move {
+                    let len = spec.len;
+                    let res = fetch_chunk(client.as_ref(), &spec, &Backoff::RESUME).await;
+                    (len, res.map(|data| (spec, data)))
+                });
+            }
+            let Some((len, item)) = inflight.next().await else {
+                return;
+            };
+            bytes -= len;
             let failed = item.is_err();
             if tx.send(item).await.is_err() || failed {
                 return;
@@ -161,7 +186,7 @@ pub async fn download_to_file(
     // Every chunk arrives whole or as an error (`fetch_chunk`), so the file ends up exactly
     // `file.size` bytes long without a separate check.
     let specs = chunk_specs(std::slice::from_ref(file), DOWNLOAD_CHUNK);
-    let mut rx = spawn_fetcher(client, specs, 2);
+    let mut rx = spawn_fetcher(client, specs, 2, DOWNLOAD_CHUNK);
     while let Some(item) = rx.recv().await {
         let (_, data) = item?;
         out.write_all(&data).await.map_err(|e| io("write", e))?;

@@ -148,6 +148,9 @@ impl DbReplicator {
             Started::Running(r) => r,
             Started::Stopped => return DbOutcome::NothingCommitted,
             Started::NeverListed(why) => {
+                // The lease may have been taken before the stop came (an -exec application
+                // that exits at once): a successor must not wait for it to expire.
+                me.lease.release(me.client.as_ref()).await;
                 if std::fs::metadata(&me.cfg.path).is_ok_and(|m| m.len() == 0) {
                     return DbOutcome::NothingCommitted;
                 }

@@ -234,6 +234,29 @@ async fn restore_inner(
     if !opts.dry_run {
         output::check_output(&opts.output, opts.force)?;
     }
+    let mut replans = 0;
+    loop {
+        match restore_once(client.clone(), opts, started).await {
+            Err(RestoreError::Storage(StorageError::NotFound { key })) if replans < MAX_REPLANS => {
+                replans += 1;
+                tracing::warn!(%key, attempt = replans, "a replica file was removed during the restore (compaction or retention of a running replicator); listing the replica again");
+            }
+            res => return res,
+        }
+    }
+}
+
+/// Plans a restore again after a listed file disappeared before it was read, at most this
+/// often. A replicator that keeps running during the restore compacts and prunes level 0
+/// every few seconds in busy setups; a new listing then holds the compacted file instead.
+const MAX_REPLANS: usize = 3;
+
+/// One listing, plan and download into a new temporary file, published on success.
+async fn restore_once(
+    client: Arc<dyn ReplicaClient>,
+    opts: &RestoreOptions,
+    started: Instant,
+) -> Result<Outcome, RestoreError> {
     let levels = list_levels(client.as_ref(), &opts.target).await?;
     if !matches!(opts.target, Target::Txid(_)) {
         let legacy = v3::list(client.as_ref()).await?;
@@ -434,7 +457,8 @@ async fn apply_streamed(
     ),
 ) -> Result<apply::Merge, RestoreError> {
     let specs = crate::replica::read::chunk_specs(&files, opts.chunk_size);
-    let mut rx = crate::replica::read::spawn_fetcher(client, specs, opts.parallelism);
+    let mut rx =
+        crate::replica::read::spawn_fetcher(client, specs, opts.parallelism, opts.chunk_size);
     tokio::task::spawn_blocking(move || -> Result<_, RestoreError> {
         let mut merge = apply::Merge::default();
         let mut done = 0;

@@ -181,6 +181,11 @@ fn image_script_builds_tags_and_pushes_with_the_engine_present() {
     let (o, log) = build_image(dir.path(), &["reg.example/liteship:1", "--no-push"]);
     assert!(o.status.success());
     assert_eq!(log, "docker build -t reg.example/liteship:1 .\n");
+    // No argument: the usage, exit 2.
+    let (o, log) = build_image(dir.path(), &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).starts_with("usage:"));
+    assert!(log.is_empty());
     // No tag: refused with the fix.
     let (o, log) = build_image(dir.path(), &["reg.example/liteship"]);
     assert_eq!(o.status.code(), Some(2));

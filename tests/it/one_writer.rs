@@ -439,3 +439,35 @@ fn a_migrated_copy_of_the_disk_continues() {
     assert!(restore(&["-o", s(&out), &url], None).status.success());
     assert_eq!(content_hash(&out), content_hash(&db));
 }
+
+/// `-restore-if-db-not-exists -exec CMD` with an application that exits at once: the stop
+/// comes after the writer lease was taken and before the replica was listed. The lease is
+/// released (a successor must not wait for it to expire). A fresh-clone pass over the
+/// README once saw a successor wait for the lease after such a run; that did not
+/// reproduce here, but the stop path after the lease was taken now releases it explicitly.
+#[test]
+fn an_application_that_exits_at_once_releases_the_lease() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let root = dir.path().join("replica");
+    let url = format!("file://{}", root.display());
+    finish_load(load(&db, &["--rate", "50", "--duration", "0.3"]));
+    let rep = Replicator::start_ready(dir.path(), &[s(&db), &url], None);
+    assert!(rep.stop().success());
+    let fresh = dir.path().join("fresh.db");
+    let o = output_within(
+        liteship().args([
+            "replicate",
+            "-restore-if-db-not-exists",
+            "-exec",
+            "true",
+            s(&fresh),
+            &url,
+        ]),
+        Duration::from_secs(60),
+    );
+    let lease: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("liteship-lease.json")).unwrap()).unwrap();
+    assert_eq!(lease["released"], true, "{lease}\n{}", text(&o));
+    assert!(fresh.exists(), "the restore ran: {}", text(&o));
+}

@@ -46,6 +46,31 @@ fn l0_files(url: &str) -> Vec<std::path::PathBuf> {
     v
 }
 
+/// `liteship ltx URL | head -1`: the reader goes away; the listing ends quietly (killed by
+/// SIGPIPE, as `ls` would be), never with a panic.
+#[test]
+fn ltx_into_a_closed_pipe_does_not_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, url) = replica_with_files(dir.path());
+    let mut c = liteship()
+        .args(["ltx", &url])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(c.stdout.take()); // closed before the first line is written
+    let o = c.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(
+        o.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}: {err}",
+        o.status
+    );
+}
+
 #[test]
 fn ltx_lists_files_by_level_with_a_summary() {
     let dir = tempfile::tempdir().unwrap();

@@ -22,6 +22,9 @@ pub struct Flaky<C> {
     pub break_after: usize,
     pub in_flight: Arc<AtomicUsize>,
     pub max_in_flight: Arc<AtomicUsize>,
+    /// Bytes requested by the reads in flight (ranged reads; a read to the end counts 0).
+    pub in_flight_bytes: Arc<AtomicUsize>,
+    pub max_in_flight_bytes: Arc<AtomicUsize>,
     pub opens: AtomicUsize,
     /// Only reads of at least this many bytes (or to the end) may break.
     pub break_min_len: u64,
@@ -30,6 +33,11 @@ pub struct Flaky<C> {
     /// How many more writes at level `fail_writes_from` or above fail.
     pub write_failures_left: AtomicUsize,
     pub fail_writes_from: u8,
+    /// Simulates a compaction by a running replicator during a restore: level 1 is hidden
+    /// from listings until the first read of a level-0 file, which finds every level-0
+    /// file gone (and later listings show level 1 instead of level 0).
+    pub compaction_on_first_read: bool,
+    pub compacted: std::sync::atomic::AtomicBool,
 }
 
 impl<C> Flaky<C> {
@@ -40,12 +48,22 @@ impl<C> Flaky<C> {
             break_after,
             in_flight: Arc::default(),
             max_in_flight: Arc::default(),
+            in_flight_bytes: Arc::default(),
+            max_in_flight_bytes: Arc::default(),
             opens: AtomicUsize::new(0),
             break_min_len: 0,
             opened_levels: Default::default(),
             write_failures_left: AtomicUsize::new(0),
             fail_writes_from: u8::MAX,
+            compaction_on_first_read: false,
+            compacted: Default::default(),
         }
+    }
+
+    /// See [`Flaky::compaction_on_first_read`].
+    pub fn compacting_on_first_read(mut self) -> Self {
+        self.compaction_on_first_read = true;
+        self
     }
 
     /// Fails the next `n` writes at `level` or above (as a server error would).
@@ -66,11 +84,14 @@ struct Body2 {
     inner: ByteReader,
     left: Option<usize>,
     in_flight: Arc<AtomicUsize>,
+    in_flight_bytes: Arc<AtomicUsize>,
+    bytes: usize,
 }
 
 impl Drop for Body2 {
     fn drop(&mut self) {
         self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.in_flight_bytes.fetch_sub(self.bytes, Ordering::SeqCst);
     }
 }
 
@@ -114,6 +135,12 @@ impl<C: ReplicaClient> ReplicaClient for Flaky<C> {
         self.inner.key(l, a, b)
     }
     async fn list(&self, level: u8) -> Result<Vec<LtxFileInfo>, StorageError> {
+        if self.compaction_on_first_read {
+            let compacted = self.compacted.load(Ordering::SeqCst);
+            if (level == 0 && compacted) || (level == 1 && !compacted) {
+                return Ok(Vec::new());
+            }
+        }
         self.inner.list(level).await
     }
     async fn open(
@@ -126,6 +153,12 @@ impl<C: ReplicaClient> ReplicaClient for Flaky<C> {
     ) -> Result<ByteReader, StorageError> {
         self.opens.fetch_add(1, Ordering::SeqCst);
         self.opened_levels.lock().unwrap().push(l);
+        if self.compaction_on_first_read && l == 0 {
+            self.compacted.store(true, Ordering::SeqCst);
+            return Err(StorageError::NotFound {
+                key: self.inner.key(l, a, b),
+            });
+        }
         let inner = self.inner.open(l, a, b, off, len).await?;
         let long = len.is_none_or(|l| l >= self.break_min_len);
         let breaking = long
@@ -135,12 +168,17 @@ impl<C: ReplicaClient> ReplicaClient for Flaky<C> {
                 .is_ok();
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        let bytes = len.unwrap_or(0) as usize;
+        let now = self.in_flight_bytes.fetch_add(bytes, Ordering::SeqCst) + bytes;
+        self.max_in_flight_bytes.fetch_max(now, Ordering::SeqCst);
         // Hold the stream open a moment so concurrent downloads overlap measurably.
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         Ok(Box::pin(Body2 {
             inner,
             left: breaking.then_some(self.break_after),
             in_flight: self.in_flight.clone(),
+            in_flight_bytes: self.in_flight_bytes.clone(),
+            bytes,
         }))
     }
     async fn write(
