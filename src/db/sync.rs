@@ -175,8 +175,13 @@ impl Db {
     ) -> Result<Option<Staged>, SyncError> {
         let pos = self.pos.expect("incremental needs a position");
         let max = self.opts.max_sync_wal_bytes;
-        let (known, staged, page_size) =
-            (self.last_frame, self.meta.l0_path(pos.txid), self.page_size);
+        let (known, page_size) = (self.last_frame, self.page_size);
+        // The staged file is only needed when the frame's checksum is not known (after a
+        // restart): no path is built on the idle path, which runs every monitor tick.
+        let staged = match known {
+            Some((end, _)) if end == from => None,
+            _ => Some(self.meta.l0_path(pos.txid)),
+        };
         let batch = {
             let Some(wal) = self.wal() else {
                 return Ok(None);
@@ -193,7 +198,7 @@ impl Db {
                 Err(e) => return Err(e.into()),
             };
             let seed = r.checksum();
-            if !last_frame_intact(wal, from, seed, known, &staged, page_size) {
+            if !last_frame_intact(wal, from, seed, known, staged.as_deref(), page_size) {
                 return self.write_full("wal overwritten by another process");
             }
             r.read_committed(max)?
@@ -346,7 +351,7 @@ fn last_frame_intact(
     from: u64,
     seed: (u32, u32),
     known: Option<(u64, (u32, u32))>,
-    staged: &std::path::Path,
+    staged: Option<&std::path::Path>,
     page_size: u32,
 ) -> bool {
     if from <= WAL_HEADER_SIZE as u64 {
@@ -357,6 +362,9 @@ fn last_frame_intact(
     {
         return checksum == seed;
     }
+    let Some(staged) = staged else {
+        return false;
+    };
     let frame_size = FRAME_HEADER_SIZE as u64 + u64::from(page_size);
     let mut frame = vec![0u8; frame_size as usize];
     if std::os::unix::fs::FileExt::read_exact_at(wal, &mut frame, from - frame_size).is_err() {
