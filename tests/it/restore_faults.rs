@@ -51,24 +51,25 @@ fn opts(out: &std::path::Path, parallelism: usize) -> RestoreOptions {
     o
 }
 
+/// Restores with `client`; the report of a restore that must happen.
+async fn restored(client: Arc<dyn ReplicaClient>, o: &RestoreOptions) -> liteship::restore::Report {
+    match restore(client, o).await.unwrap() {
+        Outcome::Restored(r) => r,
+        other => panic!("expected a restore, got {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn dropped_streams_resume_and_parallelism_is_real() {
     let dir = tempfile::tempdir().unwrap();
     let base = replica(&dir.path().join("r")).await;
     let clean_out = dir.path().join("clean.db");
-    let Outcome::Restored(_) = restore(Arc::new(base.clone()), &opts(&clean_out, 1))
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+    restored(Arc::new(base.clone()), &opts(&clean_out, 1)).await;
 
     let flaky = Arc::new(Flaky::new(base, 12, 10_000));
     let out = dir.path().join("flaky.db");
     let client: Arc<dyn ReplicaClient> = flaky.clone();
-    let Outcome::Restored(r) = restore(client, &opts(&out, 4)).await.unwrap() else {
-        panic!()
-    };
+    let r = restored(client, &opts(&out, 4)).await;
     assert_eq!(r.txid, 11);
     assert!(
         std::fs::read(&out).unwrap() == std::fs::read(&clean_out).unwrap(),
@@ -107,18 +108,11 @@ async fn small_files_are_fetched_many_at_once_within_the_byte_budget() {
             .unwrap();
     }
     let clean = dir.path().join("clean.db");
-    let Outcome::Restored(_) = restore(Arc::new(base.clone()), &opts(&clean, 1))
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+    restored(Arc::new(base.clone()), &opts(&clean, 1)).await;
     let flaky = Arc::new(Flaky::new(base, 0, 0));
     let out = dir.path().join("fanned.db");
     let client: Arc<dyn ReplicaClient> = flaky.clone();
-    let Outcome::Restored(r) = restore(client, &opts(&out, 2)).await.unwrap() else {
-        panic!()
-    };
+    let r = restored(client, &opts(&out, 2)).await;
     assert_eq!(r.txid, 300);
     assert!(std::fs::read(&out).unwrap() == std::fs::read(&clean).unwrap());
     let max = flaky.max_in_flight.load(Ordering::SeqCst);
@@ -208,18 +202,11 @@ async fn parallel_decode_equals_sequential_and_resumes() {
     let dir = tempfile::tempdir().unwrap();
     let base = big_replica(&dir.path().join("r")).await;
     let seq = dir.path().join("seq.db");
-    let Outcome::Restored(_) = restore(Arc::new(base.clone()), &opts(&seq, 1))
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+    restored(Arc::new(base.clone()), &opts(&seq, 1)).await;
     let flaky = Arc::new(Flaky::new(base, 3, 300_000).breaking_long_reads(4 << 20));
     let par = dir.path().join("par.db");
     let client: Arc<dyn ReplicaClient> = flaky.clone();
-    let Outcome::Restored(r) = restore(client, &opts(&par, 4)).await.unwrap() else {
-        panic!()
-    };
+    let r = restored(client, &opts(&par, 4)).await;
     assert_eq!(r.txid, 9);
     assert!(
         std::fs::read(&par).unwrap() == std::fs::read(&seq).unwrap(),
@@ -267,12 +254,7 @@ async fn files_compacted_away_during_a_restore_are_replanned() {
     let dir = tempfile::tempdir().unwrap();
     let base = replica(&dir.path().join("r")).await;
     let clean = dir.path().join("clean.db");
-    let Outcome::Restored(_) = restore(Arc::new(base.clone()), &opts(&clean, 1))
-        .await
-        .unwrap()
-    else {
-        panic!()
-    };
+    restored(Arc::new(base.clone()), &opts(&clean, 1)).await;
     // The level-1 file a compaction of level-0 files 2..=11 writes.
     let ps = 4096u32;
     let mut enc = Encoder::new(Vec::new(), Header::new(ps, 800, 2, 11, 1011)).unwrap();
@@ -287,9 +269,7 @@ async fn files_compacted_away_during_a_restore_are_replanned() {
     let flaky = Arc::new(Flaky::new(base, 0, 0).compacting_on_first_read());
     let out = dir.path().join("replanned.db");
     let client: Arc<dyn ReplicaClient> = flaky.clone();
-    let Outcome::Restored(r) = restore(client, &opts(&out, 2)).await.unwrap() else {
-        panic!()
-    };
+    let r = restored(client, &opts(&out, 2)).await;
     assert!(
         flaky.compacted.load(Ordering::SeqCst),
         "no level-0 read met the compaction"
