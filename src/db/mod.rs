@@ -61,6 +61,18 @@ pub struct Position {
 }
 
 impl Position {
+    /// At `txid` with no WAL position: the next level-0 file must be a full image.
+    pub fn unknown(txid: u64, page_size: u32) -> Position {
+        Position {
+            txid,
+            wal_end: 0,
+            salt1: 0,
+            salt2: 0,
+            commit: 0,
+            page_size,
+        }
+    }
+
     pub fn from_header(h: &Header) -> Position {
         let wal_end = if h.wal_offset > 0 {
             (h.wal_offset + h.wal_size) as u64
@@ -377,14 +389,7 @@ impl Db {
         self.meta
             .clear()
             .map_err(|e| DbError::io("clear", &self.meta.l0_dir, e))?;
-        self.pos = Some(Position {
-            txid,
-            wal_end: 0,
-            salt1: 0,
-            salt2: 0,
-            commit: 0,
-            page_size: self.page_size,
-        });
+        self.pos = Some(Position::unknown(txid, self.page_size));
         self.needs_full = Some(reason);
         Ok(())
     }
@@ -405,14 +410,7 @@ impl Db {
             .filter(|t| *t > txid)
             .collect();
         self.meta.remove(&above).map_err(io)?;
-        self.pos = Some(Position {
-            txid,
-            wal_end: 0,
-            salt1: 0,
-            salt2: 0,
-            commit: 0,
-            page_size: self.page_size,
-        });
+        self.pos = Some(Position::unknown(txid, self.page_size));
         self.needs_full = Some(reason);
         Ok(())
     }
