@@ -50,11 +50,36 @@ pub fn compact_framed<R: Read, W: Write>(
     out: W,
     framing: PageFraming,
 ) -> Result<(W, Header, Trailer), CompactError> {
+    merge(inputs, out, framing, false)
+}
+
+/// Merges consecutive level-0 files into one level-0 file that keeps the WAL fields a
+/// successor needs (spec 3.5 and 3.8: Litestream resumes from the newest level-0 file's
+/// WAL offset, size and salts). When every input continues the previous one in the same
+/// WAL generation, the output covers the whole WAL range; otherwise it carries the last
+/// input's range. Either way its end and salts are the last input's.
+pub fn merge_level0<R: Read, W: Write>(
+    inputs: Vec<R>,
+    out: W,
+    framing: PageFraming,
+) -> Result<(W, Header, Trailer), CompactError> {
+    merge(inputs, out, framing, true)
+}
+
+fn merge<R: Read, W: Write>(
+    inputs: Vec<R>,
+    out: W,
+    framing: PageFraming,
+    keep_wal: bool,
+) -> Result<(W, Header, Trailer), CompactError> {
     let mut decs = Vec::with_capacity(inputs.len());
     for (index, r) in inputs.into_iter().enumerate() {
         decs.push(Decoder::new(r).map_err(|source| CompactError::Input { index, source })?);
     }
-    let header = output_header(&decs)?;
+    let mut header = output_header(&decs)?;
+    if keep_wal {
+        set_wal_range(&mut header, &decs);
+    }
     let mut enc = Encoder::with_framing(out, header, framing).map_err(CompactError::Output)?;
     let ps = header.page_size as usize;
     let lock = lock_page(header.page_size);
@@ -89,6 +114,20 @@ pub fn compact_framed<R: Read, W: Write>(
     }
     let (w, trailer) = enc.finish().map_err(CompactError::Output)?;
     Ok((w, header, trailer))
+}
+
+fn set_wal_range<R: Read>(out: &mut Header, decs: &[Decoder<R>]) {
+    let hs: Vec<&Header> = decs.iter().map(Decoder::header).collect();
+    let last = *hs[hs.len() - 1];
+    let one_range = hs.windows(2).all(|w| {
+        (w[0].wal_salt1, w[0].wal_salt2) == (w[1].wal_salt1, w[1].wal_salt2)
+            && w[0].wal_offset + w[0].wal_size == w[1].wal_offset
+    });
+    let first = if one_range { *hs[0] } else { last };
+    out.wal_offset = first.wal_offset;
+    out.wal_size = last.wal_offset + last.wal_size - first.wal_offset;
+    out.wal_salt1 = last.wal_salt1;
+    out.wal_salt2 = last.wal_salt2;
 }
 
 fn output_header<R: Read>(decs: &[Decoder<R>]) -> Result<Header, CompactError> {
@@ -148,6 +187,33 @@ mod tests {
         let d = decode_all(&out).unwrap();
         let got: Vec<_> = d.pages.iter().map(|(p, v)| (*p, v[0])).collect();
         assert_eq!(got, vec![(1, 3), (2, 2), (3, 1)]);
+    }
+
+    fn l0(min: u64, off: i64, size: i64, salt: u32, page: (u32, u8)) -> Vec<u8> {
+        let mut h = Header::new(512, 4, min, min, min as i64);
+        (h.wal_offset, h.wal_size, h.wal_salt1, h.wal_salt2) = (off, size, salt, 7);
+        let mut enc = Encoder::new(Vec::new(), h).unwrap();
+        enc.write_page(page.0, &[page.1; 512]).unwrap();
+        enc.finish().unwrap().0
+    }
+
+    #[test]
+    fn merged_level0_keeps_the_wal_range_a_successor_resumes_from() {
+        let (a, b) = (l0(5, 32, 1072, 1, (1, 1)), l0(6, 1104, 536, 1, (2, 2)));
+        let (_, h, _) = merge_level0(vec![&a[..], &b[..]], Vec::new(), PageFraming::Block).unwrap();
+        assert_eq!((h.min_txid, h.max_txid, h.timestamp_ms), (5, 6, 6));
+        assert_eq!(
+            (h.wal_offset, h.wal_size, h.wal_salt1, h.wal_salt2),
+            (32, 1608, 1, 7)
+        );
+        // A WAL restart inside the range: the output carries the last input's range.
+        let c = l0(7, 32, 536, 2, (3, 3));
+        let (_, h, _) =
+            merge_level0(vec![&a[..], &b[..], &c[..]], Vec::new(), PageFraming::Block).unwrap();
+        assert_eq!((h.wal_offset, h.wal_size, h.wal_salt1), (32, 536, 2));
+        // Plain compaction leaves the WAL fields zero (spec 1.3).
+        let (_, h, _) = compact(vec![&a[..], &b[..]], Vec::new()).unwrap();
+        assert_eq!((h.wal_offset, h.wal_size, h.wal_salt1), (0, 0, 0));
     }
 
     #[test]

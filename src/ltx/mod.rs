@@ -19,7 +19,7 @@ mod lz4frame;
 mod name;
 
 pub use checksum::{CHECKSUM_FLAG, FileHasher, crc64, crc64_combine, page_checksum};
-pub use compactor::{CompactError, compact, compact_framed};
+pub use compactor::{CompactError, compact, compact_framed, merge_level0};
 pub use decoder::{DecodedFile, Decoder, decode_all};
 pub use encoder::{Encoder, PageFraming};
 pub use error::LtxError;

@@ -57,7 +57,7 @@ impl DbReplicator {
     }
 
     /// Whether the staged files continue the replica's newest level-0 file `R`: the staged
-    /// file `R` has the same file checksum, or the staged file `R + 1` starts where `R`'s WAL
+    /// file `R` has the same file checksum (a merged `R` the same end), or the staged file `R + 1` starts where `R`'s WAL
     /// range ended (or at a WAL restart just after it). `None` when neither file is staged.
     async fn local_continues(&self, remote: &RemoteIndex) -> Result<Option<bool>, ReplicateError> {
         let Some(r) = remote.level(0).last().cloned() else {
@@ -68,29 +68,22 @@ impl DbReplicator {
             self.meta.l0_path(r.max_txid),
             self.meta.l0_path(r.max_txid + 1),
         );
-        if exists(&here).await {
+        if exists(&here).await && r.min_txid == r.max_txid {
             let ours = trailer_of(&here).await?;
             let theirs =
                 crate::replica::read::trailer(client, 0, r.min_txid, r.max_txid, r.size).await?;
             return Ok(Some(ours == theirs));
         }
+        if exists(&here).await {
+            // A merged backlog file (backlog.rs) ends exactly where the staged file R does.
+            let (ours, theirs) = (header_of(&here).await?, self.remote_header(&r).await?);
+            return Ok(Some(same_end(&ours, &theirs)));
+        }
         if !exists(&next).await {
             return Ok(None);
         }
         let ours = header_of(&next).await?;
-        let mut b = [0u8; HEADER_SIZE];
-        let mut rd = client
-            .open(0, r.min_txid, r.max_txid, 0, Some(HEADER_SIZE as u64))
-            .await?;
-        tokio::io::AsyncReadExt::read_exact(&mut rd, &mut b)
-            .await
-            .map_err(|e| {
-                crate::replica::StorageError::read(client.key(0, r.min_txid, r.max_txid), e)
-            })?;
-        let theirs = Header::from_bytes(&b).map_err(|source| ReplicateError::Ltx {
-            context: client.key(0, r.min_txid, r.max_txid),
-            source,
-        })?;
+        let theirs = self.remote_header(&r).await?;
         let same_generation = (ours.wal_salt1, ours.wal_salt2)
             == (theirs.wal_salt1, theirs.wal_salt2)
             && ours.wal_offset == theirs.wal_offset + theirs.wal_size;
@@ -98,6 +91,38 @@ impl DbReplicator {
             && (1..=1000).contains(&ours.wal_salt1.wrapping_sub(theirs.wal_salt1));
         Ok(Some(same_generation || restarted))
     }
+}
+
+impl DbReplicator {
+    /// The header of the replica's level-0 file `r` (one ranged GET).
+    async fn remote_header(
+        &self,
+        r: &crate::replica::LtxFileInfo,
+    ) -> Result<Header, ReplicateError> {
+        let client = self.client.as_ref();
+        let key = || client.key(0, r.min_txid, r.max_txid);
+        let mut b = [0u8; HEADER_SIZE];
+        let mut rd = client
+            .open(0, r.min_txid, r.max_txid, 0, Some(HEADER_SIZE as u64))
+            .await?;
+        tokio::io::AsyncReadExt::read_exact(&mut rd, &mut b)
+            .await
+            .map_err(|e| crate::replica::StorageError::read(key(), e))?;
+        Header::from_bytes(&b).map_err(|source| ReplicateError::Ltx {
+            context: key(),
+            source,
+        })
+    }
+}
+
+/// Whether a merged level-0 file `theirs` ends with the staged file `ours`: same last
+/// TXID, commit time, size, WAL generation and WAL end.
+fn same_end(ours: &Header, theirs: &Header) -> bool {
+    let end = |h: &Header| h.wal_offset + h.wal_size;
+    (ours.max_txid, ours.timestamp_ms, ours.commit)
+        == (theirs.max_txid, theirs.timestamp_ms, theirs.commit)
+        && (ours.wal_salt1, ours.wal_salt2) == (theirs.wal_salt1, theirs.wal_salt2)
+        && end(ours) == end(theirs)
 }
 
 async fn exists(p: &std::path::Path) -> bool {

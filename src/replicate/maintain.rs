@@ -122,13 +122,14 @@ impl DbReplicator {
         let work = self.work_dir().await?;
         let mut paths = Vec::new();
         for (i, f) in inputs.iter().enumerate() {
-            paths.push(self.local_copy(f, &work, i).await?);
+            paths.extend(self.local_copy(f, &work, i).await?);
         }
         let out = work.join("compacted.ltx");
         let (out2, paths2) = (out.clone(), paths.clone());
         let framing = self.cfg.replica.page_framing;
         let header =
-            tokio::task::spawn_blocking(move || compact_files(&paths2, &out2, framing)).await??;
+            tokio::task::spawn_blocking(move || compact_files(&paths2, &out2, framing, false))
+                .await??;
         let info = self
             .put_file(
                 dst,
@@ -155,7 +156,7 @@ impl DbReplicator {
     }
 
     /// `<marker dir>/work`, created if needed.
-    async fn work_dir(&self) -> Result<PathBuf, ReplicateError> {
+    pub(crate) async fn work_dir(&self) -> Result<PathBuf, ReplicateError> {
         let dir = self.meta.liteship_dir.join("work");
         let d = dir.clone();
         tokio::task::spawn_blocking(move || {
@@ -166,18 +167,21 @@ impl DbReplicator {
         Ok(dir)
     }
 
-    /// A level-0 input from the staging directory if it is still there (it is identical
-    /// to the uploaded object), else downloaded into the work directory.
+    /// A level-0 input from the staging directory if it is still there (the staged files
+    /// of its TXID range merge into the uploaded object's pages), else downloaded into the
+    /// work directory.
     async fn local_copy(
         &self,
         f: &LtxFileInfo,
         work: &std::path::Path,
         i: usize,
-    ) -> Result<PathBuf, ReplicateError> {
+    ) -> Result<Vec<PathBuf>, ReplicateError> {
         if f.level == 0 {
-            let staged = self.meta.l0_path(f.min_txid);
+            let staged: Vec<PathBuf> = (f.min_txid..=f.max_txid)
+                .map(|t| self.meta.l0_path(t))
+                .collect();
             let s2 = staged.clone();
-            if tokio::task::spawn_blocking(move || s2.exists()).await? {
+            if tokio::task::spawn_blocking(move || s2.iter().all(|p| p.exists())).await? {
                 return Ok(staged);
             }
         }
@@ -186,7 +190,7 @@ impl DbReplicator {
         let res = crate::replica::read::download_to_file(self.client.clone(), f, &path).await;
         self.record_op("GET", started, Some(f.size), res.as_ref().err());
         res?;
-        Ok(path)
+        Ok(vec![path])
     }
 
     /// Writes a level-9 snapshot when the replica's newest one is behind the position (or
@@ -317,10 +321,12 @@ impl DbReplicator {
 }
 
 /// Compacts the LTX files at `inputs` into `out` (fsynced); returns the output header.
-fn compact_files(
+/// `level0`: the output is a merged level-0 file that keeps the WAL range.
+pub(crate) fn compact_files(
     inputs: &[PathBuf],
     out: &std::path::Path,
     framing: crate::ltx::PageFraming,
+    level0: bool,
 ) -> Result<crate::ltx::Header, ReplicateError> {
     use crate::fsutil::FsError;
     let readers = inputs
@@ -332,13 +338,18 @@ fn compact_files(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let file = std::fs::File::create(out).map_err(|e| FsError::new("create", out, e))?;
+    let merge = if level0 {
+        crate::ltx::merge_level0
+    } else {
+        crate::ltx::compact_framed
+    };
     let (w, header, _) =
-        crate::ltx::compact_framed(readers, std::io::BufWriter::new(file), framing).map_err(
-            |source| ReplicateError::Compact {
+        merge(readers, std::io::BufWriter::new(file), framing).map_err(|source| {
+            ReplicateError::Compact {
                 context: format!("compact into {}", out.display()),
                 source,
-            },
-        )?;
+            }
+        })?;
     w.into_inner()
         .map_err(|e| FsError::new("write", out, e.into_error()))?
         .sync_all()

@@ -17,6 +17,7 @@
 //! only when every database's committed changes up to its last sync are in a restorable
 //! replica, checked by a listing at shutdown.
 
+pub mod backlog;
 pub mod error;
 pub mod facts;
 pub mod finish;

@@ -93,6 +93,10 @@ pub struct DbReplicator {
     /// position it may or may not be in the replica (an answer can be lost), so its TXID
     /// is never given to other content.
     pub(crate) attempted: std::sync::atomic::AtomicU64,
+    /// The TXID range of the last merged level-0 upload whose answer did not come back: it
+    /// is retried with exactly the same inputs (the merge is deterministic), so an object
+    /// that did arrive is recognised instead of overlapped by a longer one.
+    pub(crate) merge_retry: std::sync::Mutex<Option<(u64, u64)>>,
 }
 
 /// How start-up ended.
@@ -130,6 +134,7 @@ impl DbReplicator {
             attempts_seen: Default::default(),
             lease,
             attempted: Default::default(),
+            merge_retry: Default::default(),
             previous_holder: Default::default(),
         }
     }

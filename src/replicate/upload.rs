@@ -1,5 +1,6 @@
 //! The upload loop: staged level-0 files go to the replica in TXID order from the replica's
-//! position (at most `max-sync-ltx-files` per round, then maintenance gets its turn);
+//! position (at most `max-sync-ltx-files` per round, then maintenance gets its turn; a
+//! backlog is merged into one file per round, `backlog.rs`);
 //! staged files are removed once uploaded and compacted (the newest stays as the local
 //! position). While the replica is unreachable, the staging limit bounds the local disk.
 
@@ -182,32 +183,30 @@ impl DbReplicator {
     }
 
     /// Uploads staged files above the replica position, in order, at most
-    /// `max-sync-ltx-files` of them. `Ok(true)` when more are waiting.
+    /// `max-sync-ltx-files` of them; a backlog goes up as one merged file (see
+    /// [`super::backlog`]). `Ok(true)` when more are waiting.
     pub(crate) async fn upload_pending(
         &self,
         remote: &mut RemoteIndex,
     ) -> Result<bool, ReplicateError> {
         let start = remote.position();
         let staged = self.staged().await?;
+        let (run, gap) = pending_run(&staged, start, self.cfg.replica.max_sync_ltx_files);
         let mut pos = start;
-        for (sent, txid) in staged.iter().copied().filter(|t| *t > start).enumerate() {
-            if txid != pos + 1 {
-                // Never reuse a TXID that any level of the replica holds.
-                self.staged_gap(pos.max(remote.max_txid()), txid).await?;
-                break;
+        if run.len() >= super::backlog::MERGE_FROM {
+            // The newest level-0 file stays single (see backlog.rs): merged, then one more.
+            let end = self.upload_merged(remote, &run[..run.len() - 1]).await?;
+            self.upload_one(remote, end + 1).await?;
+            pos = end + 1;
+        } else {
+            for &txid in &run {
+                self.upload_one(remote, txid).await?;
+                pos = txid;
             }
-            if sent == self.cfg.replica.max_sync_ltx_files {
-                break;
-            }
-            let path = self.meta.l0_path(txid);
-            let ts = header_timestamp(&path).await?;
-            self.attempted
-                .fetch_max(txid, std::sync::atomic::Ordering::Relaxed);
-            let info = self.put_file(0, txid, txid, &path, ts).await?;
-            tracing::debug!(db = %self.label, txid = format!("{txid:016x}"), size = info.size, "ltx file uploaded");
-            remote.add(info);
-            pos = txid;
-            self.health.set_remote_txid(pos);
+        }
+        if let Some(next) = gap.filter(|_| pos == run.last().copied().unwrap_or(start)) {
+            // Never reuse a TXID that any level of the replica holds.
+            self.staged_gap(pos.max(remote.max_txid()), next).await?;
         }
         let local_txid = self
             .db()
@@ -230,6 +229,19 @@ impl DbReplicator {
         self.note_chain_start(remote);
         self.remove_uploaded(remote).await?;
         Ok(next.is_some())
+    }
+
+    /// Uploads the staged file `txid` as a level-0 object.
+    async fn upload_one(&self, remote: &mut RemoteIndex, txid: u64) -> Result<(), ReplicateError> {
+        let path = self.meta.l0_path(txid);
+        let ts = header_timestamp(&path).await?;
+        self.attempted
+            .fetch_max(txid, std::sync::atomic::Ordering::Relaxed);
+        let info = self.put_file(0, txid, txid, &path, ts).await?;
+        tracing::debug!(db = %self.label, txid = format!("{txid:016x}"), size = info.size, "ltx file uploaded");
+        remote.add(info);
+        self.health.set_remote_txid(txid);
+        Ok(())
     }
 
     /// Until the first check, the replica is restorable as soon as this process uploaded
@@ -457,6 +469,24 @@ impl DbReplicator {
             }
         }
     }
+}
+
+/// The staged TXIDs that continue `start` without a hole (at most `max` of them), and the
+/// first staged TXID after a hole, if one follows.
+fn pending_run(staged: &[u64], start: u64, max: usize) -> (Vec<u64>, Option<u64>) {
+    let mut run = Vec::new();
+    let mut pos = start;
+    for &t in staged.iter().filter(|t| **t > start) {
+        if t != pos + 1 {
+            return (run, Some(t));
+        }
+        if run.len() == max {
+            break;
+        }
+        run.push(t);
+        pos = t;
+    }
+    (run, None)
 }
 
 /// The header timestamp of a staged file (its commit time), on a blocking thread.

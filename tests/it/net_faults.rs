@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use liteship::replica::S3Config;
 
 use crate::support::cli::{restore, s, text};
-use crate::support::oracle::{Target, write_config_with};
+use crate::support::oracle::{Litestream, Target, write_config_with};
 use crate::support::proxy::Proxy;
 use crate::support::replicator::{
     Replicator, assert_restores_equal, content_hash, finish_load, load, load_rows,
@@ -227,6 +227,113 @@ async fn two_minute_outage_through_the_fault_proxy() {
     st.proxy.cmd("clear");
     finish_load(writer);
     rep.wait_readyz(Duration::from_secs(120), |c, _| c == 200);
+    let (status, _) = rep.stop_within(Duration::from_secs(60));
+    assert!(status.success());
+    assert_restores_equal(dir.path(), &st.tb.url(), Some(&st.tb.config), &db);
+}
+
+/// The level-0 files of the replica at `url`, as `liteship ltx -json` lists them.
+fn level0_ranges(url: &str, creds: &S3Config) -> Vec<(u64, u64)> {
+    let mut c = crate::support::cli::liteship();
+    c.env("AWS_ACCESS_KEY_ID", creds.access_key_id.as_deref().unwrap())
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            creds.secret_access_key.as_deref().unwrap(),
+        )
+        .args(["ltx", "-json", url]);
+    let o = crate::support::cli::output_within(&mut c, Duration::from_secs(60));
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let hex =
+        |f: &serde_json::Value, k: &str| u64::from_str_radix(f[k].as_str().unwrap(), 16).unwrap();
+    v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["level"] == 0)
+        .map(|f| (hex(f, "min_txid"), hex(f, "max_txid")))
+        .collect()
+}
+
+/// A backlog staged during an outage goes up as merged level-0 files (never a hole), the
+/// newest level-0 file stays single, and the replica stays one history: both tools restore
+/// it, and Litestream 0.5.17 without its local state (a fresh disk) takes it over and
+/// liteship continues after it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backlog_goes_up_merged_and_both_tools_continue_it() {
+    let st = Setup::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    finish_load(load(&db, &["--rate", "50", "--duration", "0.3"]));
+    let cfg = write_config_with(dir.path(), &db, Target::S3(&st.via), "");
+    let rep = Replicator::start_ready(dir.path(), &["-config", s(&cfg)], None);
+    st.proxy.cmd("random 1 refuse");
+    finish_load(load(
+        &db,
+        &["--rate", "50", "--duration", "4", "--writer", "1"],
+    ));
+    st.proxy.cmd("clear");
+    rep.wait_log(
+        "backlog uploaded as one level-0 file",
+        Duration::from_secs(60),
+    );
+    rep.wait_readyz(Duration::from_secs(60), |c, _| c == 200);
+    let (status, _) = rep.stop_within(Duration::from_secs(60));
+    assert!(status.success());
+    let l0 = level0_ranges(&st.tb.url(), &st.tb.config);
+    assert!(
+        l0.iter().any(|r| r.0 < r.1),
+        "a merged level-0 file: {l0:?}"
+    );
+    let newest = *l0.iter().max_by_key(|r| r.1).unwrap();
+    assert_eq!(
+        newest.0, newest.1,
+        "the newest level-0 file stays single: {l0:?}"
+    );
+    assert_restores_equal(dir.path(), &st.tb.url(), Some(&st.tb.config), &db);
+
+    // A crash between a round's two PUTs leaves a merged newest file: liteship restarts on
+    // it (the staged file ends where it ends) without a full image and uploads the single
+    // file again.
+    use liteship::replica::ReplicaClient;
+    st.tb.replica.delete(0, &[newest]).await.unwrap();
+    // Without the lease's record of this file, continuing rests on the files alone.
+    crate::support::s3::raw_client_on(&st._srv, &st.tb.config)
+        .await
+        .delete_object()
+        .bucket(&st.tb.config.bucket)
+        .key("db/liteship-lease.json")
+        .send()
+        .await
+        .unwrap();
+    let rep = Replicator::start_ready(dir.path(), &["-config", s(&cfg)], None);
+    rep.wait_readyz(Duration::from_secs(30), |c, _| c == 200);
+    assert_eq!(rep.metric("liteship_full_level0_images"), Some(0.0));
+    assert_eq!(rep.metric("liteship_db_refused"), Some(0.0));
+    let (status, _) = rep.stop_within(Duration::from_secs(60));
+    assert!(status.success());
+    let l0 = level0_ranges(&st.tb.url(), &st.tb.config);
+    assert_eq!(l0.iter().max_by_key(|r| r.1), Some(&newest), "{l0:?}");
+    assert_restores_equal(dir.path(), &st.tb.url(), Some(&st.tb.config), &db);
+
+    // Litestream without its local state (a fresh disk) takes over and continues.
+    std::fs::remove_dir_all(dir.path().join(".app.db-litestream")).unwrap();
+    let ls = Litestream::v0_5_17().replicate(&cfg);
+    std::thread::sleep(Duration::from_secs(1));
+    finish_load(load(
+        &db,
+        &["--rate", "50", "--duration", "2", "--writer", "2"],
+    ));
+    std::thread::sleep(Duration::from_secs(1));
+    ls.stop();
+    assert_restores_equal(dir.path(), &st.tb.url(), Some(&st.tb.config), &db);
+
+    // And liteship continues after Litestream.
+    let rep = Replicator::start_ready(dir.path(), &["-config", s(&cfg)], None);
+    finish_load(load(
+        &db,
+        &["--rate", "50", "--duration", "1", "--writer", "3"],
+    ));
     let (status, _) = rep.stop_within(Duration::from_secs(60));
     assert!(status.success());
     assert_restores_equal(dir.path(), &st.tb.url(), Some(&st.tb.config), &db);
