@@ -133,6 +133,34 @@ impl ReplicaClient for FileReplica {
         .await
     }
 
+    async fn copy(&self, src: &LtxFileInfo, level: u8) -> Result<LtxFileInfo, StorageError> {
+        let (from, to) = (
+            self.path(src.level, src.min_txid, src.max_txid),
+            self.path(level, src.min_txid, src.max_txid),
+        );
+        let dir = self.level_dir(level);
+        blocking(move || {
+            fs::create_dir_all(&dir)
+                .map_err(|e| StorageError::io("create directory", dir.display(), e))?;
+            // A second name for the same immutable bytes (and mtime); create-only.
+            match fs::hard_link(&from, &to) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    return Err(StorageError::PreconditionFailed {
+                        key: to.display().to_string(),
+                    });
+                }
+                Err(e) => return Err(StorageError::io("link", to.display(), e)),
+            }
+            sync_dir(&dir).map_err(StorageError::from)
+        })
+        .await?;
+        Ok(LtxFileInfo {
+            level,
+            ..src.clone()
+        })
+    }
+
     async fn delete(&self, level: u8, files: &[(u64, u64)]) -> Result<(), StorageError> {
         let paths: Vec<PathBuf> = files
             .iter()

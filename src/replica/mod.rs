@@ -143,6 +143,18 @@ pub trait ReplicaClient: Send + Sync + std::fmt::Debug {
         timestamp_ms: i64,
     ) -> Result<LtxFileInfo, StorageError>;
 
+    /// Copies the file `src` to `level` under the same TXID range, inside the replica (S3
+    /// CopyObject, a hard link on `file`): no byte goes over the network. Never replaces.
+    /// Backends that cannot copy say so with an error; callers then upload instead.
+    async fn copy(&self, src: &LtxFileInfo, level: u8) -> Result<LtxFileInfo, StorageError> {
+        let _ = level;
+        Err(StorageError::Other {
+            op: "copy",
+            key: self.key(src.level, src.min_txid, src.max_txid),
+            message: "this replica cannot copy objects".into(),
+        })
+    }
+
     /// Deletes the given (min, max) files of a level; files already gone are not an error.
     async fn delete(&self, level: u8, files: &[(u64, u64)]) -> Result<(), StorageError>;
 

@@ -21,11 +21,11 @@ use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{
     CompletedMultipartUpload, CompletedPart, Delete, ObjectIdentifier, ServerSideEncryption,
 };
-use aws_smithy_http_client::tls;
 use tokio::io::AsyncReadExt;
 
 use super::s3_net::{AttemptLogger, SharedAttempts, is_credentials_text, is_stall_text};
 pub use super::s3_net::{DEFAULT_MAX_ATTEMPTS, S3Tuning};
+use super::s3_net::{error_chain, http_client};
 use super::sse::Sse;
 use super::url::go_clean;
 use super::{
@@ -37,12 +37,18 @@ use crate::timefmt::{format_rfc3339_ms, parse_rfc3339};
 
 /// Object metadata key holding the LTX header timestamp (RFC 3339, ms precision).
 pub const TIMESTAMP_METADATA: &str = "litestream-timestamp";
+/// CopyObject copies at most 5 GiB; larger files are uploaded instead.
+const COPY_OBJECT_MAX: u64 = 5 << 30;
+/// The characters of a key escaped in `x-amz-copy-source` (everything but unreserved
+/// characters and the slashes between key segments).
+const COPY_SOURCE: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'/')
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
 /// DeleteObjects takes at most this many keys per request.
 const DELETE_BATCH: usize = 1000;
-/// Idle pooled connections are closed after this long (hyper's default is 90 s): a
-/// replicator is idle most of the time, and a connection to a server that froze cannot be
-/// told from a healthy idle one until it is used.
-const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A replica in an S3 bucket.
 #[derive(Debug, Clone)]
@@ -414,58 +420,6 @@ impl S3Replica {
     }
 }
 
-/// "outer: inner: root cause", each distinct message once (no Debug dumps).
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        let msg = e.to_string();
-        if !parts.iter().any(|p| p.contains(&msg)) {
-            parts.push(msg);
-        }
-        cur = e.source();
-    }
-    // One line: chains from the credential provider carry newlines and indentation.
-    parts
-        .join(": ")
-        .split('\n')
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect::<Vec<_>>()
-        .join("; ")
-}
-
-/// The HTTPS client: native roots plus the PEM bundle of `ca_bundle`, if any.
-fn http_client(
-    cfg: &S3Config,
-) -> Result<aws_smithy_runtime_api::client::http::SharedHttpClient, StorageError> {
-    let mut trust = tls::TrustStore::default();
-    if let Some(path) = &cfg.ca_bundle {
-        let pem = std::fs::read(path)
-            .map_err(|e| StorageError::io("read CA bundle", path.display(), e))?;
-        trust = trust.with_pem_certificate(pem);
-    }
-    let ctx = tls::TlsContext::builder()
-        .with_trust_store(trust)
-        .build()
-        .map_err(|e| StorageError::Other {
-            op: "configure TLS",
-            key: cfg
-                .ca_bundle
-                .as_ref()
-                .map(|p| p.display().to_string())
-                .unwrap_or_default(),
-            message: e.to_string(),
-        })?;
-    Ok(aws_smithy_http_client::Builder::new()
-        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::AwsLc,
-        ))
-        .tls_context(ctx)
-        .build_https())
-}
-
 #[async_trait]
 impl ReplicaClient for S3Replica {
     fn kind(&self) -> &'static str {
@@ -657,6 +611,51 @@ impl ReplicaClient for S3Replica {
             max_txid,
             size,
             created_at: super::system_time_from_ms(timestamp_ms),
+        })
+    }
+
+    async fn copy(&self, src: &LtxFileInfo, level: u8) -> Result<LtxFileInfo, StorageError> {
+        let (from, key) = (
+            self.object_key(src.level, src.min_txid, src.max_txid),
+            self.object_key(level, src.min_txid, src.max_txid),
+        );
+        if src.size > COPY_OBJECT_MAX {
+            return Err(StorageError::Other {
+                op: "copy",
+                key: from,
+                message: "larger than one CopyObject can copy (5 GiB)".into(),
+            });
+        }
+        let source = format!(
+            "{}/{}",
+            self.bucket,
+            percent_encoding::utf8_percent_encode(&from, COPY_SOURCE)
+        );
+        let (c_alg, c_key, c_md5) = self.sse_c();
+        let (kms, kms_key) = self.sse_kms();
+        self.client
+            .copy_object()
+            .bucket(&self.bucket)
+            .key(&key)
+            .copy_source(source)
+            .if_none_match("*")
+            .set_storage_class(self.storage_class.as_deref().map(Into::into))
+            .set_copy_source_sse_customer_algorithm(c_alg.clone())
+            .set_copy_source_sse_customer_key(c_key.clone())
+            .set_copy_source_sse_customer_key_md5(c_md5.clone())
+            .set_sse_customer_algorithm(c_alg)
+            .set_sse_customer_key(c_key)
+            .set_sse_customer_key_md5(c_md5)
+            .set_server_side_encryption(kms)
+            .set_ssekms_key_id(kms_key)
+            .customize()
+            .config_override(self.body_timeouts(src.size))
+            .send()
+            .await
+            .map_err(|e| self.map_err("copy", &key, e))?;
+        Ok(LtxFileInfo {
+            level,
+            ..src.clone()
         })
     }
 

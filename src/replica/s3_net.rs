@@ -17,7 +17,14 @@ use aws_sdk_s3::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_smithy_runtime_api::box_error::BoxError;
 use aws_smithy_runtime_api::client::orchestrator::Metadata;
 
-use super::AttemptTrouble;
+use aws_smithy_http_client::tls;
+
+use super::{AttemptTrouble, S3Config, StorageError};
+
+/// Idle pooled connections are closed after this long (hyper's default is 90 s): a
+/// replicator is idle most of the time, and a connection to a server that froze cannot be
+/// told from a healthy idle one until it is used.
+const POOL_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Attempts per request, including the first. With the stall timeout this bounds an
 /// unanswered request to about two minutes, and an unreachable endpoint (refused at once)
@@ -165,6 +172,58 @@ pub fn is_credentials_text(s: &str) -> bool {
         || l.contains("identity resolver")
         || l.contains("credentialsnotloaded")
         || l.contains("provided credentials")
+}
+
+/// "outer: inner: root cause", each distinct message once (no Debug dumps).
+pub(super) fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
+    while let Some(e) = cur {
+        let msg = e.to_string();
+        if !parts.iter().any(|p| p.contains(&msg)) {
+            parts.push(msg);
+        }
+        cur = e.source();
+    }
+    // One line: chains from the credential provider carry newlines and indentation.
+    parts
+        .join(": ")
+        .split('\n')
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// The HTTPS client: native roots plus the PEM bundle of `ca_bundle`, if any.
+pub(super) fn http_client(
+    cfg: &S3Config,
+) -> Result<aws_smithy_runtime_api::client::http::SharedHttpClient, StorageError> {
+    let mut trust = tls::TrustStore::default();
+    if let Some(path) = &cfg.ca_bundle {
+        let pem = std::fs::read(path)
+            .map_err(|e| StorageError::io("read CA bundle", path.display(), e))?;
+        trust = trust.with_pem_certificate(pem);
+    }
+    let ctx = tls::TlsContext::builder()
+        .with_trust_store(trust)
+        .build()
+        .map_err(|e| StorageError::Other {
+            op: "configure TLS",
+            key: cfg
+                .ca_bundle
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+            message: e.to_string(),
+        })?;
+    Ok(aws_smithy_http_client::Builder::new()
+        .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::AwsLc,
+        ))
+        .tls_context(ctx)
+        .build_https())
 }
 
 #[cfg(test)]

@@ -32,17 +32,13 @@ impl DbReplicator {
         self.verify_if_due(remote, &mut sched.verify).await;
         let mut failures = Vec::new();
         let now = SystemTime::now();
-        sched.compacted.resize(self.g.levels.len(), None);
-        for (i, interval) in self.g.levels.clone().into_iter().enumerate() {
-            let window = window_start(now, interval);
-            if sched.compacted[i] != Some(window) {
-                match self.compact_level(remote, i as u8, (i + 1) as u8).await {
-                    Ok(()) => sched.compacted[i] = Some(window),
-                    Err(e) => failures.push((format!("compaction into level {}", i + 1), e)),
-                }
-            }
-        }
+        // Snapshots first: a new replica's first snapshot is its base image, which the
+        // compactions below then leave out of level 1.
         let window = window_start(now, self.g.snapshot_interval);
+        if sched.snapshot.is_none() && snapshot_in_window(remote, window) {
+            // A restart within the window of the newest snapshot does not take another.
+            sched.snapshot = Some(window);
+        }
         if sched.snapshot != Some(window) || remote.needs_snapshot {
             match self.snapshot(remote).await {
                 Ok(true) => {
@@ -53,6 +49,16 @@ impl DbReplicator {
                 }
                 Ok(false) => {}
                 Err(e) => failures.push(("snapshot".into(), e)),
+            }
+        }
+        sched.compacted.resize(self.g.levels.len(), None);
+        for (i, interval) in self.g.levels.clone().into_iter().enumerate() {
+            let window = window_start(now, interval);
+            if sched.compacted[i] != Some(window) {
+                match self.compact_level(remote, i as u8, (i + 1) as u8).await {
+                    Ok(()) => sched.compacted[i] = Some(window),
+                    Err(e) => failures.push((format!("compaction into level {}", i + 1), e)),
+                }
             }
         }
         if sched
@@ -104,12 +110,25 @@ impl DbReplicator {
         dst: u8,
     ) -> Result<(), ReplicateError> {
         let floor = remote.level_max(dst);
-        let inputs: Vec<LtxFileInfo> = remote
+        let mut inputs: Vec<LtxFileInfo> = remote
             .level(src)
             .iter()
             .filter(|f| f.min_txid > floor)
             .cloned()
             .collect();
+        if floor == 0 {
+            // The first file of a level starts after the newest snapshot when it can: the
+            // base image is in level 9 already and is not uploaded (or downloaded) again.
+            let snap = remote.level_max(SNAPSHOT_LEVEL);
+            let after: Vec<LtxFileInfo> = inputs
+                .iter()
+                .filter(|f| f.min_txid > snap)
+                .cloned()
+                .collect();
+            if snap > 0 && after.first().is_none_or(|f| f.min_txid == snap + 1) {
+                inputs = after;
+            }
+        }
         if inputs.is_empty() {
             return Ok(());
         }
@@ -202,6 +221,13 @@ impl DbReplicator {
         {
             return Ok(uploaded > 0);
         }
+        if remote.level(SNAPSHOT_LEVEL).is_empty()
+            && !remote.needs_snapshot
+            && let Some(base) = remote.level(0).first().filter(|f| f.min_txid == 1).cloned()
+            && self.copy_base(remote, &base).await
+        {
+            return Ok(true);
+        }
         let path = self.work_dir().await?.join("snapshot.ltx");
         let p2 = path.clone();
         let res = self
@@ -241,6 +267,29 @@ impl DbReplicator {
             remote.verify_soon = true;
         }
         Ok(true)
+    }
+
+    /// The first snapshot of a new replica is its level-0 base image `base` (a full image
+    /// from TXID 1), copied inside the replica: the base is uploaded once. `false` when the
+    /// backend cannot copy (a snapshot is then uploaded as usual).
+    async fn copy_base(&self, remote: &mut RemoteIndex, base: &LtxFileInfo) -> bool {
+        if self.hold_lease().await.is_err() {
+            return false;
+        }
+        let started = Instant::now();
+        let res = self.client.copy(base, SNAPSHOT_LEVEL).await;
+        self.record_op("COPY", started, None, res.as_ref().err());
+        match res {
+            Ok(info) => {
+                tracing::info!(db = %self.label, txid = format!("{:016x}", info.max_txid), size = info.size, "snapshot complete (base image copied in the replica)");
+                remote.add(info);
+                true
+            }
+            Err(e) => {
+                tracing::debug!(db = %self.label, error = %e, "snapshot by copy not possible; uploading one");
+                false
+            }
+        }
     }
 
     async fn delete(
@@ -288,14 +337,17 @@ impl DbReplicator {
         self.delete(remote, 0, doomed).await
     }
 
-    /// Deletes snapshots older than the retention (never the newest), and lower-level files
-    /// that no plan starting at the oldest kept snapshot's predecessor can need.
+    /// Deletes snapshots older than the retention (never the newest, nor the newest one
+    /// from before the cutoff: a restore to any time in the retention window starts from
+    /// it), and lower-level files that no plan starting at the oldest kept snapshot's
+    /// predecessor can need.
     async fn snapshot_retention(&self, remote: &mut RemoteIndex) -> Result<(), ReplicateError> {
         let cutoff = SystemTime::now() - self.g.snapshot_retention;
         let snaps = remote.level(SNAPSHOT_LEVEL).to_vec();
         let Some(first_kept) = snaps
             .iter()
             .position(|f| f.created_at >= cutoff)
+            .map(|i| i.saturating_sub(1))
             .or(snaps.len().checked_sub(1))
         else {
             return Ok(());
@@ -318,6 +370,16 @@ impl DbReplicator {
         }
         Ok(())
     }
+}
+
+/// Whether the replica's newest snapshot was taken in the snapshot window starting at
+/// `window` (ms since the epoch).
+fn snapshot_in_window(remote: &RemoteIndex, window: u64) -> bool {
+    remote.level(SNAPSHOT_LEVEL).last().is_some_and(|f| {
+        f.created_at
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .is_ok_and(|d| d.as_millis() as u64 >= window)
+    })
 }
 
 /// Compacts the LTX files at `inputs` into `out` (fsynced); returns the output header.

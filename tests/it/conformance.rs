@@ -102,6 +102,28 @@ async fn conformance(c: &dyn ReplicaClient, conditional: bool, plant_junk: impl 
     }
     lease_contract(c, conditional).await;
 
+    // Copy: the same bytes and creation time under another level, never replacing where
+    // the backend can refuse (file: link(2); AWS S3 honours If-None-Match on CopyObject,
+    // Garage 2.5.0 and moto 5.2.1 ignore it, which only matters with two writers).
+    let src = c.list(0).await.unwrap()[1].clone();
+    let want = read_all(c, 0, 2, 2).await.unwrap();
+    let copied = c.copy(&src, 9).await.unwrap();
+    assert_eq!(
+        (copied.level, copied.min_txid, copied.max_txid, copied.size),
+        (9, 2, 2, want.len() as u64)
+    );
+    assert_eq!(read_all(c, 9, 2, 2).await.unwrap(), want);
+    assert_eq!(
+        c.created_at(9, 2, 2).await.unwrap(),
+        system_time_from_ms(TS)
+    );
+    match c.copy(&src, 9).await {
+        Err(StorageError::PreconditionFailed { .. }) => {}
+        Ok(_) => assert_ne!(c.kind(), "file", "a copy replaced an existing file"),
+        Err(e) => panic!("copy onto an existing object: {e}"),
+    }
+    c.delete(9, &[(2, 2)]).await.unwrap();
+
     // Delete: listed files go, missing ones are not an error.
     c.delete(0, &[(1, 1), (9, 9)]).await.unwrap();
     let ids: Vec<_> = c

@@ -21,3 +21,4 @@ mod restore_v3;
 mod s3_errors;
 mod support;
 mod tools;
+mod upload_cost;

@@ -232,26 +232,12 @@ async fn two_minute_outage_through_the_fault_proxy() {
     assert_restores_equal(dir.path(), &st.tb.url(), Some(&st.tb.config), &db);
 }
 
-/// The level-0 files of the replica at `url`, as `liteship ltx -json` lists them.
+/// The level-0 files of the replica at `url`.
 fn level0_ranges(url: &str, creds: &S3Config) -> Vec<(u64, u64)> {
-    let mut c = crate::support::cli::liteship();
-    c.env("AWS_ACCESS_KEY_ID", creds.access_key_id.as_deref().unwrap())
-        .env(
-            "AWS_SECRET_ACCESS_KEY",
-            creds.secret_access_key.as_deref().unwrap(),
-        )
-        .args(["ltx", "-json", url]);
-    let o = crate::support::cli::output_within(&mut c, Duration::from_secs(60));
-    assert!(o.status.success(), "{}", text(&o));
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    let hex =
-        |f: &serde_json::Value, k: &str| u64::from_str_radix(f[k].as_str().unwrap(), 16).unwrap();
-    v["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|f| f["level"] == 0)
-        .map(|f| (hex(f, "min_txid"), hex(f, "max_txid")))
+    crate::support::cli::ltx_files(url, Some(creds))
+        .into_iter()
+        .filter(|f| f.0 == 0)
+        .map(|f| (f.1, f.2))
         .collect()
 }
 

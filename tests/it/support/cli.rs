@@ -75,3 +75,38 @@ pub fn text(o: &Output) -> String {
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
+
+/// The files of the replica at `url` as `liteship ltx -json` lists them:
+/// (level, min TXID, max TXID, size).
+pub fn ltx_files(url: &str, creds: Option<&S3Config>) -> Vec<(u8, u64, u64, u64)> {
+    let mut c = liteship();
+    if let Some(s3) = creds {
+        c.env("AWS_ACCESS_KEY_ID", s3.access_key_id.as_deref().unwrap())
+            .env(
+                "AWS_SECRET_ACCESS_KEY",
+                s3.secret_access_key.as_deref().unwrap(),
+            );
+    }
+    let o = output_within(
+        c.args(["ltx", "-json", url]),
+        std::time::Duration::from_secs(60),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let hex =
+        |f: &serde_json::Value, k: &str| u64::from_str_radix(f[k].as_str().unwrap(), 16).unwrap();
+    v["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let level = f["level"].as_u64().unwrap() as u8;
+            (
+                level,
+                hex(f, "min_txid"),
+                hex(f, "max_txid"),
+                f["size"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}

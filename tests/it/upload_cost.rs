@@ -1,0 +1,103 @@
+//! What replication costs in bytes: a new replica's base image goes up once (the first
+//! snapshot is a copy inside the replica, the first level-1 file starts after it, and
+//! compaction reads staged files instead of downloading), and a restart within the
+//! snapshot window takes no second snapshot.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::support::cli::{ltx_files, s};
+use crate::support::oracle::{FAST_COMPACTION, Target, write_config_with};
+use crate::support::replicator::{Replicator, assert_restores_equal, finish_load, load};
+use crate::support::s3::{TestBucket, own_garage};
+
+fn op_bytes(rep: &Replicator, op: &str) -> f64 {
+    rep.metric_with("litestream_replica_operation_bytes", &[("operation", op)])
+        .unwrap_or(0.0)
+}
+
+/// Polls the listing until `pred` holds (up to 60 s).
+fn wait_listing(
+    url: &str,
+    tb: &TestBucket,
+    pred: impl Fn(&[(u8, u64, u64, u64)]) -> bool,
+) -> Vec<(u8, u64, u64, u64)> {
+    let t0 = Instant::now();
+    loop {
+        let files = ltx_files(url, Some(&tb.config));
+        if pred(&files) {
+            return files;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "listing never matched: {files:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn size(p: &Path) -> f64 {
+    std::fs::metadata(p).unwrap().len() as f64
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_base_image_is_uploaded_once() {
+    let srv = own_garage();
+    let tb = TestBucket::on(&srv).await;
+    let url = tb.url();
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    finish_load(load(
+        &db,
+        &["--grow-mb", "16", "--rate", "50", "--duration", "0.2"],
+    ));
+    let base = size(&db);
+    let cfg = write_config_with(dir.path(), &db, Target::S3(&tb.config), FAST_COMPACTION);
+    let rep = Replicator::start_ready(dir.path(), &["-config", s(&cfg)], None);
+    finish_load(load(
+        &db,
+        &["--rate", "50", "--duration", "3", "--writer", "2"],
+    ));
+    let files = wait_listing(&url, &tb, |f| {
+        f.iter().any(|x| x.0 == 9) && f.iter().any(|x| x.0 == 1 && x.2 > 3)
+    });
+    let (put, get) = (op_bytes(&rep, "PUT"), op_bytes(&rep, "GET"));
+    assert!(
+        put < base * 1.25,
+        "uploaded {put} bytes for a {base}-byte database: the base went up more than once ({files:?})"
+    );
+    eprintln!("start-up: database {base} bytes, uploaded {put}, downloaded {get}");
+    assert_eq!(get, 0.0, "compaction downloaded {get} bytes");
+    let snaps: Vec<_> = files.iter().filter(|f| f.0 == 9).collect();
+    assert_eq!(snaps.len(), 1, "{files:?}");
+    assert_eq!(
+        (snaps[0].1, snaps[0].2),
+        (1, 1),
+        "the base image, copied: {files:?}"
+    );
+    let first_l1 = files.iter().find(|f| f.0 == 1).unwrap();
+    assert_eq!(
+        first_l1.1, 2,
+        "level 1 starts after the snapshot: {files:?}"
+    );
+    assert!(
+        (first_l1.3 as f64) < base / 4.0,
+        "level 1 holds changes only: {files:?}"
+    );
+    assert!(rep.stop().success());
+    assert_restores_equal(dir.path(), &url, Some(&tb.config), &db);
+
+    // A restart within the snapshot window: no second snapshot, only the changes go up.
+    let rep = Replicator::start_ready(dir.path(), &["-config", s(&cfg)], None);
+    finish_load(load(
+        &db,
+        &["--rate", "50", "--duration", "2", "--writer", "3"],
+    ));
+    std::thread::sleep(Duration::from_secs(2));
+    let put = op_bytes(&rep, "PUT");
+    assert!(put < base / 4.0, "a restart uploaded {put} bytes");
+    assert!(rep.stop().success());
+    let files = ltx_files(&url, Some(&tb.config));
+    assert_eq!(files.iter().filter(|f| f.0 == 9).count(), 1, "{files:?}");
+    assert_restores_equal(dir.path(), &url, Some(&tb.config), &db);
+}
