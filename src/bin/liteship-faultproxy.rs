@@ -20,7 +20,8 @@
 //!   containing PATH, if given) get KIND;
 //! - `random P KIND,KIND,…`: from now on each request gets one of the kinds with
 //!   probability P (0 disables);
-//! - `clear`; `stats` (requests and faults injected so far, by kind).
+//! - `clear`; `stats` (requests, faults injected by kind, requests by method, body bytes
+//!   forwarded up and down, and uploaded body bytes by LTX level, all since the start).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -67,12 +68,19 @@ struct Plan {
     random: Option<(f64, Vec<Fault>)>,
     requests: u64,
     injected: BTreeMap<String, u64>,
+    /// Requests by method, and body bytes forwarded each way (benchmarks read these).
+    methods: BTreeMap<String, u64>,
+    bytes_up: u64,
+    bytes_down: u64,
+    /// Request body bytes by LTX level directory (`L0`..`L9`, from `/000N/` in the path).
+    up_by_level: BTreeMap<String, u64>,
 }
 
 impl Plan {
     /// The fault for the next request (`None`: forward it untouched).
     fn take(&mut self, method: &str, target: &str) -> Option<Fault> {
         self.requests += 1;
+        *self.methods.entry(method.to_string()).or_default() += 1;
         let mut chosen = None;
         if let Some(i) = self.next.iter().position(|(_, n, m, p)| {
             *n > 0
@@ -172,17 +180,36 @@ fn command(plan: &Shared, line: &str) -> String {
             "ok".into()
         }
         ["stats"] => format!(
-            "requests {} pending {} injected {}",
+            "requests {} pending {} injected {} methods {} up {} down {} levels {}",
             p.requests,
             p.next.iter().map(|(_, n, _, _)| n).sum::<u64>(),
-            p.injected
-                .iter()
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect::<Vec<_>>()
-                .join(",")
+            join(&p.injected),
+            join(&p.methods),
+            p.bytes_up,
+            p.bytes_down,
+            join(&p.up_by_level),
         ),
         _ => format!("error: unknown command {line:?}"),
     }
+}
+
+/// The LTX level of a request target in Litestream's S3 layout (`…/0009/…` is `L9`).
+fn level_of(target: &str) -> Option<String> {
+    target
+        .split(['/', '?'])
+        .find(|seg| seg.len() == 4 && seg.starts_with("000") && seg.as_bytes()[3].is_ascii_digit())
+        .map(|seg| format!("L{}", &seg[3..]))
+}
+
+/// `k=v,k=v` (`-` when empty, so that the stats line keeps its word positions).
+fn join(m: &BTreeMap<String, u64>) -> String {
+    if m.is_empty() {
+        return "-".into();
+    }
+    m.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// An HTTP message head: the first line and the headers, as received.
@@ -356,6 +383,14 @@ async fn serve(client: TcpStream, upstream: &str, plan: Shared) -> std::io::Resu
         } else {
             read_body(u, &resp).await?
         };
+        {
+            let mut p = plan.lock().unwrap_or_else(|e| e.into_inner());
+            p.bytes_up += body.len() as u64;
+            if let Some(level) = level_of(&target) {
+                *p.up_by_level.entry(level).or_default() += body.len() as u64;
+            }
+            p.bytes_down += rbody.len() as u64;
+        }
         let cut = matches!(fault, Some(Fault::Truncate | Fault::ResetDownload));
         if cut && rbody.is_empty() {
             // The upstream did the work; the client never hears of it.

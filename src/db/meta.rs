@@ -198,6 +198,27 @@ pub struct Lineage {
     /// birth time.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub btime_ns: Option<u128>,
+    /// CRC-64 of the file's bytes when a restore wrote it (16 hex digits): while the file
+    /// still has exactly these bytes, it is the replica's state `txid` and replication
+    /// continues from the WAL's first frame without a full image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_crc64: Option<String>,
+}
+
+/// CRC-64 of every byte of `file` (positional reads, 1 MiB at a time).
+pub fn content_crc64(file: &fs::File) -> std::io::Result<u64> {
+    use std::os::unix::fs::FileExt;
+    let mut h = crate::ltx::FileHasher::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut off = 0u64;
+    loop {
+        let n = file.read_at(&mut buf, off)?;
+        if n == 0 {
+            return Ok(h.raw().0);
+        }
+        h.update(&buf[..n]);
+        off += n as u64;
+    }
 }
 
 /// The identity of the file at `path`: device, inode and birth time (if recorded).
@@ -220,7 +241,22 @@ impl Lineage {
             dev,
             ino,
             btime_ns,
+            content_crc64: None,
         })
+    }
+
+    /// The same lineage, recording the file's content checksum.
+    pub fn with_content(mut self, db: &Path) -> std::io::Result<Lineage> {
+        let crc = content_crc64(&fs::File::open(db)?)?;
+        self.content_crc64 = Some(format!("{crc:016x}"));
+        Ok(self)
+    }
+
+    /// The recorded content checksum, if any.
+    pub fn content(&self) -> Option<u64> {
+        self.content_crc64
+            .as_deref()
+            .and_then(crate::ltx::parse_hex16)
     }
 
     pub fn txid(&self) -> Option<u64> {

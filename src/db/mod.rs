@@ -33,6 +33,7 @@ pub use meta::{Lineage, Meta, StagedError};
 pub use sync::{Staged, SyncError};
 
 use crate::ltx::Header;
+use crate::wal::WAL_HEADER_SIZE;
 
 /// Tuning of one database, from the config.
 #[derive(Debug, Clone)]
@@ -385,6 +386,42 @@ impl Db {
     }
 
     /// Drops the local position: the next file is a full image at `txid + 1`.
+    /// After a restore: when the database file still holds exactly the bytes the restore
+    /// wrote (`content_crc`), it is the replica's state `txid`, and everything committed
+    /// since is in the WAL from its first frame (the pin, taken at open, keeps the file
+    /// from being checkpointed into meanwhile: see [`Pin`]). The next level-0 file is then
+    /// incremental instead of a full image. `false` (and nothing changed) otherwise.
+    pub fn continue_restored(&mut self, txid: u64, content_crc: u64) -> Result<bool, DbError> {
+        let salts = self.wal_header().map(|h| (h.salt1, h.salt2));
+        let crc =
+            meta::content_crc64(&self.db_fd).map_err(|e| DbError::io("read", &self.path, e))?;
+        if crc != content_crc || self.wal_header().map(|h| (h.salt1, h.salt2)) != salts {
+            tracing::info!(db = %self.path.display(), restored = format!("{content_crc:016x}"), now = format!("{crc:016x}"), "the database file changed since it was restored (a checkpoint); a full level-0 image follows");
+            return Ok(false);
+        }
+        self.meta
+            .clear()
+            .map_err(|e| DbError::io("clear", &self.meta.l0_dir, e))?;
+        let salts = salts.unwrap_or((0, 0));
+        self.pos = Some(Position {
+            txid,
+            wal_end: WAL_HEADER_SIZE as u64,
+            salt1: salts.0,
+            salt2: salts.1,
+            commit: self.db_pages()?,
+            page_size: self.page_size,
+        });
+        self.needs_full = None;
+        if salts == (0, 0) {
+            // No WAL header was written since the pin was taken: the WAL is empty.
+            self.pin = Pin::AtEnd {
+                salts,
+                wal_end: WAL_HEADER_SIZE as u64,
+            };
+        }
+        Ok(true)
+    }
+
     pub fn reset_position(&mut self, txid: u64, reason: &'static str) -> Result<(), DbError> {
         self.meta
             .clear()

@@ -375,7 +375,7 @@ impl DbReplicator {
                     db.clear_position()?;
                 }
                 Start::Fresh | Start::Continue | Start::Refuse(_) => {}
-                Start::ContinueFrom { txid } => db.reset_position(txid, "restored database")?,
+                Start::ContinueFrom { txid } => continue_from(&mut db, txid, &label)?,
                 Start::NewHistory { after } => {
                     tracing::warn!(db = %label, after = format!("{after:016x}"), "starting a new history in the replica (-allow-new-history)");
                     db.reset_position(after, "new history")?;
@@ -476,6 +476,22 @@ pub(crate) async fn trailer_of(path: &std::path::Path) -> Result<[u8; 8], Replic
         Ok(b)
     })
     .await?
+}
+
+/// Continues from the replica's state `txid`, which a restore put in the database file:
+/// incrementally when the file still has the restored bytes (as the marker records), else
+/// with a full level-0 image.
+fn continue_from(db: &mut Db, txid: u64, label: &str) -> Result<(), crate::db::DbError> {
+    let recorded = crate::db::Lineage::load(db.meta())
+        .filter(|l| l.is_file(db.path()) && l.txid() == Some(txid))
+        .and_then(|l| l.content());
+    if let Some(crc) = recorded
+        && db.continue_restored(txid, crc)?
+    {
+        tracing::info!(db = %label, txid = format!("{txid:016x}"), "the database holds the restored state; continuing from the WAL without a full image");
+        return Ok(());
+    }
+    db.reset_position(txid, "restored database")
 }
 
 /// The UTC window start of `interval` that contains `t` (Litestream aligns compaction and

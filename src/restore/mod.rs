@@ -346,7 +346,9 @@ fn write_lineage(out: &Path, location: &str, txid: u64) {
     if let Err(e) = meta.clear() {
         tracing::warn!(dir = %meta.l0_dir.display(), error = %e, "could not remove the staged files of the replaced database");
     }
-    let res = crate::db::Lineage::for_file(out, location, txid).and_then(|l| l.save(&meta));
+    let res = crate::db::Lineage::for_file(out, location, txid)
+        .and_then(|l| l.with_content(out))
+        .and_then(|l| l.save(&meta));
     if let Err(e) = res {
         tracing::warn!(path = %out.display(), error = %e, "could not record the restore's lineage; replicate will ask for -allow-new-history");
     }

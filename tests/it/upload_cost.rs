@@ -101,3 +101,63 @@ async fn the_base_image_is_uploaded_once() {
     assert_eq!(files.iter().filter(|f| f.0 == 9).count(), 1, "{files:?}");
     assert_restores_equal(dir.path(), &url, Some(&tb.config), &db);
 }
+
+/// A new allocation restores the database, the application starts writing, then the
+/// replicator starts: the file still holds the restored bytes, so replication continues
+/// from the WAL without a full image. When the application checkpointed into the file first, the bytes
+/// differ and a full image is written (the safe way). Both ways every restore is equal.
+#[test]
+fn a_restored_database_continues_without_a_full_image() {
+    use crate::support::cli::restore;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("replica");
+    let url = format!("file://{}", root.display());
+    let first = dir.path().join("first.db");
+    finish_load(load(
+        &first,
+        &["--grow-mb", "8", "--rate", "50", "--duration", "0.5"],
+    ));
+    let rep = Replicator::start_ready(dir.path(), &[s(&first), &url], None);
+    assert!(rep.stop().success());
+    let base = size(&first);
+
+    for (name, app_checkpoints) in [("alloc2.db", false), ("alloc3.db", true)] {
+        let db = dir.path().join(name);
+        let r = restore(&["-o", s(&db), &url], None);
+        assert!(r.status.success(), "{}", crate::support::cli::text(&r));
+        // The application starts first (the replicator is a poststart sidecar) and keeps
+        // writing (its last connection would checkpoint the WAL into the file on close).
+        let mut args = vec!["--rate", "50", "--duration", "3", "--writer", "2"];
+        if app_checkpoints {
+            args.extend(["--checkpoint", "truncate", "--checkpoint-every", "0.3"]);
+        }
+        let app = load(&db, &args);
+        std::thread::sleep(Duration::from_secs(1));
+        let rep = Replicator::start_ready(dir.path(), &[s(&db), &url], None);
+        finish_load(app);
+        std::thread::sleep(Duration::from_secs(1));
+        let (full, put) = (
+            rep.metric("liteship_full_level0_images").unwrap_or(0.0),
+            op_bytes(&rep, "PUT"),
+        );
+        let log = rep.log_text();
+        assert!(rep.stop().success());
+        if app_checkpoints {
+            assert_eq!(
+                full, 1.0,
+                "the file changed since the restore: a full image\n{log}"
+            );
+        } else {
+            assert_eq!(full, 0.0, "{log}");
+            assert!(
+                log.contains("continuing from the WAL without a full image"),
+                "{log}"
+            );
+            assert!(
+                put < base / 4.0,
+                "uploaded {put} bytes of a {base}-byte database"
+            );
+        }
+        assert_restores_equal(dir.path(), &url, None, &db);
+    }
+}
