@@ -5,7 +5,9 @@
 use std::io::IsTerminal;
 
 use tracing::level_filters::LevelFilter;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::fmt;
+use tracing_subscriber::prelude::*;
 
 /// The levels `-log-level`, `LOG_LEVEL` and `logging.level` accept.
 pub const LEVELS: &str = "trace, debug, info, warn, error";
@@ -59,28 +61,37 @@ pub fn choose_level(
 /// liteship reports the operation's outcome once).
 pub fn init(s: &LogSettings) {
     let sdk = if s.level >= LevelFilter::DEBUG {
-        "warn"
+        LevelFilter::WARN
     } else {
-        "error"
+        LevelFilter::ERROR
     };
-    let directives = format!(
-        "{},aws={sdk},hyper=warn,hyper_util=warn,rustls=warn",
-        s.level
-    );
-    let filter = EnvFilter::try_new(&directives).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
+    // Targets match by prefix: `aws` covers aws_config, aws_sdk_s3, aws_smithy_*.
+    let filter = Targets::new()
+        .with_default(s.level)
+        .with_target("aws", sdk.min(s.level))
+        .with_target("hyper", LevelFilter::WARN.min(s.level))
+        .with_target("hyper_util", LevelFilter::WARN.min(s.level))
+        .with_target("rustls", LevelFilter::WARN.min(s.level));
     let ansi = if s.to_stderr {
         std::io::stderr().is_terminal()
     } else {
         std::io::stdout().is_terminal()
     };
+    let layer = fmt::layer().with_target(false);
+    let registry = tracing_subscriber::registry().with(filter);
     match (s.json, s.to_stderr) {
-        (true, true) => builder.json().with_writer(std::io::stderr).init(),
-        (true, false) => builder.json().with_writer(std::io::stdout).init(),
-        (false, true) => builder.with_ansi(ansi).with_writer(std::io::stderr).init(),
-        (false, false) => builder.with_ansi(ansi).with_writer(std::io::stdout).init(),
+        (true, true) => registry
+            .with(layer.json().with_writer(std::io::stderr))
+            .init(),
+        (true, false) => registry
+            .with(layer.json().with_writer(std::io::stdout))
+            .init(),
+        (false, true) => registry
+            .with(layer.with_ansi(ansi).with_writer(std::io::stderr))
+            .init(),
+        (false, false) => registry
+            .with(layer.with_ansi(ansi).with_writer(std::io::stdout))
+            .init(),
     }
 }
 

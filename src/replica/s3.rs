@@ -246,9 +246,16 @@ impl S3Replica {
                         after: self.tuning.stall_timeout,
                     }
                 } else if matches!(err, SdkError::DispatchFailure(_)) {
+                    let message = if chain.contains("invalid peer certificate") {
+                        format!(
+                            "{chain} (the server's TLS certificate is not trusted: if a private certificate authority signed it, set AWS_CA_BUNDLE to that authority's PEM file)"
+                        )
+                    } else {
+                        chain
+                    };
                     StorageError::Unreachable {
                         endpoint: self.endpoint.clone(),
-                        message: chain,
+                        message,
                     }
                 } else {
                     StorageError::Other {

@@ -20,5 +20,6 @@ mod restore_faults;
 mod restore_v3;
 mod s3_errors;
 mod support;
+mod tls;
 mod tools;
 mod upload_cost;

@@ -11,6 +11,7 @@ pub mod proxy;
 pub mod replicator;
 pub mod s3;
 pub mod sqlite;
+pub mod tls;
 
 use std::path::PathBuf;
 

@@ -167,6 +167,7 @@ async fn raw_client_for(srv: &S3Server, config: &S3Config) -> aws_sdk_s3::Client
         .endpoint_url(config.endpoint.clone().unwrap())
         .credentials_provider(creds)
         .force_path_style(true)
+        .http_client(aws_smithy_http_client::Builder::new().build_http())
         .build();
     aws_sdk_s3::Client::from_conf(conf)
 }
