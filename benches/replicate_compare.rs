@@ -73,6 +73,7 @@ fn spawn(tool: Tool, cfg: &Path, log: &Path) -> Child {
         .args(["replicate", "-config"])
         .arg(cfg)
         .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_CA_BUNDLE") // Litestream's SDK refuses it with a plain-HTTP endpoint
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
         .stderr(log)
@@ -80,8 +81,15 @@ fn spawn(tool: Tool, cfg: &Path, log: &Path) -> Child {
         .unwrap()
 }
 
-/// SIGTERM, then the child's CPU seconds and peak RSS (MiB) from wait4.
-fn stop(child: Child) -> (f64, f64) {
+/// SIGTERM, then the child's CPU seconds and peak RSS (MiB) from wait4. A replicator that
+/// exited before (a start-up error) fails the benchmark with its log.
+fn stop(mut child: Child, log: &Path) -> (f64, f64) {
+    if let Ok(Some(st)) = child.try_wait() {
+        panic!(
+            "the replicator exited early ({st}): {}",
+            std::fs::read_to_string(log).unwrap_or_default()
+        );
+    }
     let pid = child.id() as i32;
     // SAFETY: pid is our child, reaped just below.
     unsafe { libc::kill(pid, libc::SIGTERM) };
@@ -132,7 +140,8 @@ async fn run(tool: Tool, rate: u32, secs: u64, srv: &S3Server) -> Sample {
         &["--grow-mb", &mb, "--rate", "10", "--duration", "0.1"],
     ));
     let cfg = config(dir.path(), &db, &tb, &proxy.endpoint);
-    let child = spawn(tool, &cfg, &dir.path().join("replicate.log"));
+    let log = dir.path().join("replicate.log");
+    let child = spawn(tool, &cfg, &log);
     std::thread::sleep(Duration::from_secs(3));
     let d = secs.to_string();
     finish_load(load(
@@ -147,7 +156,7 @@ async fn run(tool: Tool, rate: u32, secs: u64, srv: &S3Server) -> Sample {
         ],
     ));
     std::thread::sleep(Duration::from_secs(5));
-    let (cpu_s, rss_mib) = stop(child);
+    let (cpu_s, rss_mib) = stop(child, &log);
     let (methods, up_mb, down_mb, levels) = parse_stats(&proxy.cmd("stats"));
     let bucket_mb = bucket_bytes(&tb).await as f64 / 1e6;
     Sample {
