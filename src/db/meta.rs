@@ -203,6 +203,21 @@ pub struct Lineage {
     /// continues from the WAL's first frame without a full image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub content_crc64: Option<String>,
+    /// The replica file the restore ended with, as it was then: continuing without a full
+    /// image also needs the replica to still hold that very file (another history could
+    /// have reached the same TXID since).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<RestoredFile>,
+}
+
+/// One replica file, by name, size and stored file checksum (its last 8 bytes, hex).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RestoredFile {
+    pub level: u8,
+    pub min_txid: String,
+    pub max_txid: String,
+    pub size: u64,
+    pub checksum: String,
 }
 
 /// CRC-64 of every byte of `file` (positional reads, 1 MiB at a time).
@@ -242,6 +257,7 @@ impl Lineage {
             ino,
             btime_ns,
             content_crc64: None,
+            restored_from: None,
         })
     }
 
@@ -250,6 +266,21 @@ impl Lineage {
         let crc = content_crc64(&fs::File::open(db)?)?;
         self.content_crc64 = Some(format!("{crc:016x}"));
         Ok(self)
+    }
+
+    /// The same lineage, recording the replica file the restore ended with.
+    pub fn with_restored_from(mut self, f: Option<RestoredFile>) -> Lineage {
+        self.restored_from = f;
+        self
+    }
+
+    /// Whether the file at `db` has the bytes the restore wrote (the content checksum).
+    pub fn has_restored_bytes(&self, db: &Path) -> bool {
+        self.content().is_some_and(|crc| {
+            fs::File::open(db)
+                .and_then(|f| content_crc64(&f))
+                .is_ok_and(|now| now == crc)
+        })
     }
 
     /// The recorded content checksum, if any.

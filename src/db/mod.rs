@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use rusqlite::Connection;
 
 pub use handle::DbHandle;
-pub use meta::{Lineage, Meta, StagedError};
+pub use meta::{Lineage, Meta, RestoredFile, StagedError};
 pub use sync::{Staged, SyncError};
 
 use crate::ltx::Header;

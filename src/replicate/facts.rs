@@ -25,9 +25,12 @@ impl DbReplicator {
             let lineage = Lineage::load(&meta).filter(|l| l.replica == location);
             // A marker naming another file: a copy of the same database (a migrated disk)
             // still continues the staged position by its bytes; a new database does not.
-            let other_file = lineage.as_ref().is_some_and(|l| !l.is_file(&path))
+            // A copy of a restored file that still has the restored bytes (moved or copied
+            // before its first replicate) is that restore's state too.
+            let same = |l: &Lineage| l.is_file(&path) || l.has_restored_bytes(&path);
+            let other_file = lineage.as_ref().is_some_and(|l| !same(l))
                 && !preflight::continues_staged(&path, &meta).unwrap_or(false);
-            let marker = lineage.filter(|l| l.is_file(&path)).and_then(|l| l.txid());
+            let marker = lineage.filter(|l| same(l)).and_then(|l| l.txid());
             (local, oldest, marker, other_file)
         })
         .await?;
@@ -94,6 +97,39 @@ impl DbReplicator {
 }
 
 impl DbReplicator {
+    /// Whether the replica still holds the very file a restore of this database ended with
+    /// at `txid` (same name, size and stored checksum), so that the restored file is the
+    /// replica's state at `txid` and may continue without a full image. Any doubt: `false`.
+    pub(crate) async fn restored_file_is_current(&self, remote: &RemoteIndex, txid: u64) -> bool {
+        let (meta, path) = (self.meta.clone(), self.cfg.path.clone());
+        let Ok(Some(f)) = tokio::task::spawn_blocking(move || {
+            Lineage::load(&meta)
+                .filter(|l| {
+                    l.txid() == Some(txid) && (l.is_file(&path) || l.has_restored_bytes(&path))
+                })
+                .and_then(|l| l.restored_from)
+        })
+        .await
+        else {
+            return false;
+        };
+        let parse = crate::ltx::parse_hex16;
+        let (Some(min), Some(max)) = (parse(&f.min_txid), parse(&f.max_txid)) else {
+            return false;
+        };
+        if max != txid
+            || !remote
+                .level(f.level)
+                .iter()
+                .any(|r| (r.min_txid, r.max_txid, r.size) == (min, max, f.size))
+        {
+            return false;
+        }
+        crate::replica::read::trailer(self.client.as_ref(), f.level, min, max, f.size)
+            .await
+            .is_ok_and(|t| crate::restore::hex8(&t) == f.checksum)
+    }
+
     /// The header of the replica's level-0 file `r` (one ranged GET).
     async fn remote_header(
         &self,

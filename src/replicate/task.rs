@@ -211,7 +211,11 @@ impl DbReplicator {
                 .set(1);
             return Started::Fatal(msg.clone());
         }
-        if let Err(e) = self.open(decision).await {
+        let restored_ok = match decision {
+            Start::ContinueFrom { txid } => self.restored_file_is_current(&remote, txid).await,
+            _ => false,
+        };
+        if let Err(e) = self.open(decision, restored_ok).await {
             return Started::Fatal(format!("cannot open the database: {e}"));
         }
         self.assess_replica(&mut remote);
@@ -353,7 +357,8 @@ impl DbReplicator {
     }
 
     /// Opens the database (WAL mode, the pin) and applies the lineage decision.
-    async fn open(&self, decision: Start) -> Result<(), ReplicateError> {
+    /// `restored_ok`: the replica still holds the file a restore of it ended with.
+    async fn open(&self, decision: Start, restored_ok: bool) -> Result<(), ReplicateError> {
         let opts = DbOptions {
             busy_timeout: self.cfg.busy_timeout,
             min_checkpoint_page_count: self.cfg.min_checkpoint_page_count,
@@ -375,7 +380,9 @@ impl DbReplicator {
                     db.clear_position()?;
                 }
                 Start::Fresh | Start::Continue | Start::Refuse(_) => {}
-                Start::ContinueFrom { txid } => continue_from(&mut db, txid, &label)?,
+                Start::ContinueFrom { txid } => {
+                    continue_from(&mut db, txid, restored_ok, &label)?
+                }
                 Start::NewHistory { after } => {
                     tracing::warn!(db = %label, after = format!("{after:016x}"), "starting a new history in the replica (-allow-new-history)");
                     db.reset_position(after, "new history")?;
@@ -479,11 +486,17 @@ pub(crate) async fn trailer_of(path: &std::path::Path) -> Result<[u8; 8], Replic
 }
 
 /// Continues from the replica's state `txid`, which a restore put in the database file:
-/// incrementally when the file still has the restored bytes (as the marker records), else
-/// with a full level-0 image.
-fn continue_from(db: &mut Db, txid: u64, label: &str) -> Result<(), crate::db::DbError> {
+/// incrementally when the replica still holds the file the restore ended with
+/// (`restored_ok`) and the database file still has the restored bytes (as the marker
+/// records), else with a full level-0 image.
+fn continue_from(
+    db: &mut Db,
+    txid: u64,
+    restored_ok: bool,
+    label: &str,
+) -> Result<(), crate::db::DbError> {
     let recorded = crate::db::Lineage::load(db.meta())
-        .filter(|l| l.is_file(db.path()) && l.txid() == Some(txid))
+        .filter(|l| restored_ok && l.txid() == Some(txid))
         .and_then(|l| l.content());
     if let Some(crc) = recorded
         && db.continue_restored(txid, crc)?

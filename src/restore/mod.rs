@@ -274,12 +274,13 @@ async fn restore_once(
     }
     let location = client.location();
     let (tmp, file) = output::create_tmp(&opts.output)?;
-    let res = write_and_publish(client, opts, &plan, &tmp, file).await;
+    let res = write_and_publish(client.clone(), opts, &plan, &tmp, file).await;
     if res.is_err() {
         let _ = std::fs::remove_file(&tmp);
     }
     let applied = res?;
-    write_lineage(&opts.output, &location, applied.txid);
+    let last = restored_from(client.as_ref(), plan.effective_files().last()).await;
+    write_lineage(&opts.output, &location, applied.txid, last);
     Ok(Outcome::Restored(Report {
         txid: applied.txid,
         files: plan.effective_files().len(),
@@ -326,7 +327,7 @@ async fn restore_v3(
         let _ = std::fs::remove_file(&tmp);
     }
     let applied = res?;
-    write_lineage(&opts.output, &client.location(), 0);
+    write_lineage(&opts.output, &client.location(), 0, None);
     Ok(Outcome::Restored(Report {
         txid: 0,
         files: 1 + segs.len(),
@@ -341,13 +342,38 @@ async fn restore_v3(
 ///
 /// Staged level-0 files next to the output describe the file it replaced, not this one:
 /// they are removed, so that `replicate` continues from the marker with a full image.
-fn write_lineage(out: &Path, location: &str, txid: u64) {
+/// The replica file a restore ended with, by name, size and stored checksum (one small
+/// ranged read). `None` when it cannot be read: replicate then writes a full image.
+async fn restored_from(
+    client: &dyn ReplicaClient,
+    f: Option<&LtxFileInfo>,
+) -> Option<crate::db::RestoredFile> {
+    let f = f?;
+    let t = crate::replica::read::trailer(client, f.level, f.min_txid, f.max_txid, f.size)
+        .await
+        .ok()?;
+    Some(crate::db::RestoredFile {
+        level: f.level,
+        min_txid: format!("{:016x}", f.min_txid),
+        max_txid: format!("{:016x}", f.max_txid),
+        size: f.size,
+        checksum: hex8(&t),
+    })
+}
+
+/// Lower-case hex of 8 bytes.
+pub(crate) fn hex8(b: &[u8; 8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn write_lineage(out: &Path, location: &str, txid: u64, last: Option<crate::db::RestoredFile>) {
     let meta = crate::db::Meta::new(out, None);
     if let Err(e) = meta.clear() {
         tracing::warn!(dir = %meta.l0_dir.display(), error = %e, "could not remove the staged files of the replaced database");
     }
     let res = crate::db::Lineage::for_file(out, location, txid)
         .and_then(|l| l.with_content(out))
+        .map(|l| l.with_restored_from(last))
         .and_then(|l| l.save(&meta));
     if let Err(e) = res {
         tracing::warn!(path = %out.display(), error = %e, "could not record the restore's lineage; replicate will ask for -allow-new-history");

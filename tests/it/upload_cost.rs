@@ -161,3 +161,99 @@ fn a_restored_database_continues_without_a_full_image() {
         assert_restores_equal(dir.path(), &url, None, &db);
     }
 }
+
+/// Found by an adversarial pass: a restored database must not continue without a full
+/// image onto a replica whose history was rewritten meanwhile (another writer reached the
+/// same TXID with other content). The marker records the replica file the restore ended
+/// with; when the replica no longer holds that very file, a full image follows and both
+/// tools restore exactly this database.
+#[test]
+fn a_restored_database_does_not_continue_onto_another_history() {
+    use crate::support::cli::restore;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("replica");
+    let url = format!("file://{}", root.display());
+    let src = dir.path().join("src.db");
+    finish_load(load(&src, &["--rate", "50", "--duration", "0.5"]));
+    let rep = Replicator::start_ready(dir.path(), &[s(&src), &url], None);
+    finish_load(load(
+        &src,
+        &["--rate", "50", "--duration", "0.5", "--writer", "2"],
+    ));
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(rep.stop().success());
+    let y = dir.path().join("y.db");
+    assert!(restore(&["-o", s(&y), &url], None).status.success());
+    // Rewind the replica by one TXID: every file that ends at the newest TXID goes.
+    let files = ltx_files(&url, None);
+    let m = files.iter().map(|f| f.2).max().unwrap();
+    for f in files.iter().filter(|f| f.2 == m) {
+        let name = format!("{:016x}-{:016x}.ltx", f.1, f.2);
+        std::fs::remove_file(root.join(format!("ltx/{}/{name}", f.0))).unwrap();
+    }
+    // Another allocation restores the rewound replica and writes its own TXID m.
+    let q = dir.path().join("q.db");
+    assert!(restore(&["-o", s(&q), &url], None).status.success());
+    finish_load(load(
+        &q,
+        &["--rate", "50", "--duration", "0.5", "--writer", "9"],
+    ));
+    let rep = Replicator::start_ready(dir.path(), &[s(&q), &url], None);
+    assert!(rep.stop().success());
+    let now = ltx_files(&url, None).iter().map(|f| f.2).max().unwrap();
+    assert_eq!(now, m, "the other history is at the restored TXID");
+    // The first allocation comes back: same TXID, other content in the replica.
+    let app = load(&y, &["--rate", "50", "--duration", "2", "--writer", "7"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let rep = Replicator::start_ready(dir.path(), &[s(&y), &url], None);
+    finish_load(app);
+    let log = rep.log_text();
+    assert!(rep.stop().success(), "{log}");
+    assert!(
+        !log.contains("continuing from the WAL without a full image"),
+        "{log}"
+    );
+    assert_restores_equal(dir.path(), &url, None, &y);
+}
+
+/// Found by an adversarial pass: a restored database copied with its directory before its
+/// first replicate (a new inode, the same bytes) was refused as "no replication state".
+/// Its bytes are the restore's, so it continues like the original would.
+#[test]
+fn a_copied_restored_database_continues() {
+    use crate::support::cli::restore;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("replica");
+    let url = format!("file://{}", root.display());
+    let src = dir.path().join("src.db");
+    finish_load(load(&src, &["--rate", "50", "--duration", "0.5"]));
+    let rep = Replicator::start_ready(dir.path(), &[s(&src), &url], None);
+    assert!(rep.stop().success());
+    let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir(&a).unwrap();
+    assert!(
+        restore(&["-o", s(&a.join("app.db")), &url], None)
+            .status
+            .success()
+    );
+    let cp = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(&a)
+        .arg(&b)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let db = b.join("app.db");
+    let rep = Replicator::start_ready(dir.path(), &[s(&db), &url], None);
+    finish_load(load(
+        &db,
+        &["--rate", "50", "--duration", "1", "--writer", "2"],
+    ));
+    let log = rep.log_text();
+    assert!(rep.stop().success(), "{log}");
+    assert!(
+        log.contains("continuing from the WAL without a full image"),
+        "{log}"
+    );
+    assert_restores_equal(dir.path(), &url, None, &db);
+}
