@@ -94,13 +94,14 @@ pub fn plan(levels: &[Vec<LtxFileInfo>], target: &Target) -> Result<Plan, PlanEr
         files.push(snap.clone());
     }
     let mut cur = files.last().map_or(0, |f| f.max_txid);
+    let mut skip = vec![0; levels.len()];
     loop {
         if let Target::Txid(t) = target
             && cur >= *t
         {
             break;
         }
-        let Some(next) = best_next(levels, cur, target) else {
+        let Some(next) = best_next(levels, &mut skip, cur, target) else {
             break;
         };
         cur = next.max_txid;
@@ -118,7 +119,8 @@ pub fn continue_from(
     mut cur: u64,
 ) -> Result<(Vec<LtxFileInfo>, u64), (u64, u64)> {
     let mut files = Vec::new();
-    while let Some(next) = best_next(levels, cur, &Target::Latest) {
+    let mut skip = vec![0; levels.len()];
+    while let Some(next) = best_next(levels, &mut skip, cur, &Target::Latest) {
         cur = next.max_txid;
         files.push(next.clone());
     }
@@ -140,8 +142,13 @@ pub fn continue_from(
     }
 }
 
+/// The next file of the chain at `cur`. `skip[level]` is how many leading files of each
+/// level end at or before `cur`: the chain only moves forward, so they never qualify again
+/// and each call starts after them (linear in the listing over a whole plan, not
+/// quadratic).
 fn best_next<'a>(
     levels: &'a [Vec<LtxFileInfo>],
+    skip: &mut [usize],
     cur: u64,
     target: &Target,
 ) -> Option<&'a LtxFileInfo> {
@@ -150,7 +157,11 @@ fn best_next<'a>(
         let Some(list) = levels.get(lvl) else {
             continue;
         };
-        for f in list {
+        let start = &mut skip[lvl];
+        while list.get(*start).is_some_and(|f| f.max_txid <= cur) {
+            *start += 1;
+        }
+        for f in &list[*start..] {
             if f.min_txid > cur.saturating_add(1) {
                 break; // sorted by min: nothing later connects
             }
