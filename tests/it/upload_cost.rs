@@ -36,6 +36,14 @@ fn wait_listing(
     }
 }
 
+/// A fresh directory and a `file://` replica in it.
+fn file_replica() -> (tempfile::TempDir, std::path::PathBuf, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("replica");
+    let url = format!("file://{}", root.display());
+    (dir, root, url)
+}
+
 fn size(p: &Path) -> f64 {
     std::fs::metadata(p).unwrap().len() as f64
 }
@@ -109,9 +117,7 @@ async fn the_base_image_is_uploaded_once() {
 #[test]
 fn a_restored_database_continues_without_a_full_image() {
     use crate::support::cli::restore;
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("replica");
-    let url = format!("file://{}", root.display());
+    let (dir, _, url) = file_replica();
     let first = dir.path().join("first.db");
     finish_load(load(
         &first,
@@ -170,9 +176,7 @@ fn a_restored_database_continues_without_a_full_image() {
 #[test]
 fn a_restored_database_does_not_continue_onto_another_history() {
     use crate::support::cli::restore;
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("replica");
-    let url = format!("file://{}", root.display());
+    let (dir, root, url) = file_replica();
     let src = dir.path().join("src.db");
     finish_load(load(&src, &["--rate", "50", "--duration", "0.5"]));
     let rep = Replicator::start_ready(dir.path(), &[s(&src), &url], None);
@@ -222,9 +226,7 @@ fn a_restored_database_does_not_continue_onto_another_history() {
 #[test]
 fn a_copied_restored_database_continues() {
     use crate::support::cli::restore;
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path().join("replica");
-    let url = format!("file://{}", root.display());
+    let (dir, _, url) = file_replica();
     let src = dir.path().join("src.db");
     finish_load(load(&src, &["--rate", "50", "--duration", "0.5"]));
     let rep = Replicator::start_ready(dir.path(), &[s(&src), &url], None);

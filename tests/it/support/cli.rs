@@ -12,8 +12,8 @@ pub fn liteship() -> Command {
     c
 }
 
-/// `liteship restore ARGS`, with S3 credentials in the environment when given.
-pub fn restore(args: &[&str], creds: Option<&S3Config>) -> Output {
+/// [`liteship`] with S3 credentials in the environment when given.
+pub fn liteship_with(creds: Option<&S3Config>) -> Command {
     let mut c = liteship();
     if let Some(s3) = creds {
         c.env("AWS_ACCESS_KEY_ID", s3.access_key_id.as_deref().unwrap())
@@ -22,6 +22,12 @@ pub fn restore(args: &[&str], creds: Option<&S3Config>) -> Output {
                 s3.secret_access_key.as_deref().unwrap(),
             );
     }
+    c
+}
+
+/// `liteship restore ARGS`, with S3 credentials in the environment when given.
+pub fn restore(args: &[&str], creds: Option<&S3Config>) -> Output {
+    let mut c = liteship_with(creds);
     output_within(
         c.arg("restore").args(args),
         std::time::Duration::from_secs(180),
@@ -79,14 +85,7 @@ pub fn s(p: &Path) -> &str {
 /// The files of the replica at `url` as `liteship ltx -json` lists them:
 /// (level, min TXID, max TXID, size).
 pub fn ltx_files(url: &str, creds: Option<&S3Config>) -> Vec<(u8, u64, u64, u64)> {
-    let mut c = liteship();
-    if let Some(s3) = creds {
-        c.env("AWS_ACCESS_KEY_ID", s3.access_key_id.as_deref().unwrap())
-            .env(
-                "AWS_SECRET_ACCESS_KEY",
-                s3.secret_access_key.as_deref().unwrap(),
-            );
-    }
+    let mut c = liteship_with(creds);
     let o = output_within(
         c.args(["ltx", "-json", url]),
         std::time::Duration::from_secs(60),
