@@ -101,12 +101,13 @@ impl DbReplicator {
     /// at `txid` (same name, size and stored checksum), so that the restored file is the
     /// replica's state at `txid` and may continue without a full image. Any doubt: `false`.
     pub(crate) async fn restored_file_is_current(&self, remote: &RemoteIndex, txid: u64) -> bool {
-        let (meta, path) = (self.meta.clone(), self.cfg.path.clone());
+        // `decide` gives ContinueFrom only for a marker that `facts` matched to this file
+        // (same inode, or the restored bytes): no second pass over the file here;
+        // `Db::continue_restored` checks the bytes once more under the pin.
+        let meta = self.meta.clone();
         let Ok(Some(f)) = tokio::task::spawn_blocking(move || {
             Lineage::load(&meta)
-                .filter(|l| {
-                    l.txid() == Some(txid) && (l.is_file(&path) || l.has_restored_bytes(&path))
-                })
+                .filter(|l| l.txid() == Some(txid))
                 .and_then(|l| l.restored_from)
         })
         .await
