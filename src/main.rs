@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         }
     }
     raise_fd_limit();
+    liteship::configure_sqlite();
     if matches!(
         cli.command,
         Command::Ltx(_) | Command::Verify(_) | Command::Status(_)
@@ -27,10 +28,12 @@ fn main() -> ExitCode {
         // SAFETY: setting a signal disposition before any thread is started.
         unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all();
+    if matches!(cli.command, Command::Replicate(_)) {
+        builder.max_blocking_threads(REPLICATE_BLOCKING_THREADS);
+    }
+    let runtime = match builder.build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("Error: start runtime: {e}");
@@ -64,6 +67,13 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// Threads for `replicate`'s SQLite calls and file I/O (tokio's default is 512). Every
+/// blocking call there is short or bounded by a timeout, and no call waits for another
+/// (an automatic restore's decoders use at most its parallelism, 8); with many databases
+/// an unbounded pool grew to hundreds of threads at each tick, each with its own stack and
+/// malloc arena (100 databases: 53 MiB peak RSS with 512, 39 MiB with 8).
+const REPLICATE_BLOCKING_THREADS: usize = 64;
 
 /// Text logs on stdout (as Litestream), or stderr when stdout carries JSON output; JSON
 /// logs when the config asks for `logging.type: json`. An invalid level is an error.

@@ -62,33 +62,43 @@ impl Meta {
 
     /// Staged level-0 TXIDs, ascending.
     pub fn staged(&self) -> std::io::Result<Vec<u64>> {
+        Ok(self.list(false)?.into_iter().map(|(t, _)| t).collect())
+    }
+
+    /// Staged level-0 TXIDs with their sizes, ascending: one listing, and one `fstatat`
+    /// per file relative to the directory (no path walks). A file removed between the two
+    /// is left out.
+    pub fn staged_sizes(&self) -> std::io::Result<Vec<(u64, u64)>> {
+        self.list(true)
+    }
+
+    fn list(&self, sizes: bool) -> std::io::Result<Vec<(u64, u64)>> {
         let mut out = Vec::new();
-        match fs::read_dir(&self.l0_dir) {
-            Ok(entries) => {
-                for e in entries {
-                    let name = e?.file_name();
-                    if let Some((a, b)) = name.to_str().and_then(parse_file_name)
-                        && a == b
-                    {
-                        out.push(a);
-                    }
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        let entries = match fs::read_dir(&self.l0_dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
             Err(e) => return Err(e),
+        };
+        for e in entries {
+            let e = e?;
+            let Some((a, b)) = e.file_name().to_str().and_then(parse_file_name) else {
+                continue;
+            };
+            if a != b {
+                continue;
+            }
+            let size = match sizes {
+                false => 0,
+                true => match e.metadata() {
+                    Ok(m) => m.len(),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(e) => return Err(e),
+                },
+            };
+            out.push((a, size));
         }
         out.sort_unstable();
         Ok(out)
-    }
-
-    /// Total bytes of staged files.
-    pub fn staged_bytes(&self) -> u64 {
-        self.staged()
-            .unwrap_or_default()
-            .iter()
-            .filter_map(|t| fs::metadata(self.l0_path(*t)).ok())
-            .map(|m| m.len())
-            .sum()
     }
 
     /// The header of the newest staged file, fully decoded (checksum verified).

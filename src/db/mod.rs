@@ -474,7 +474,28 @@ fn open_conn(path: &Path, busy: Duration) -> Result<Connection, DbError> {
     c.pragma_update(None, "wal_autocheckpoint", 0)
         .map_err(|e| DbError::sql(path, e))?;
     persist_wal(&c);
+    small_footprint(&c).map_err(|e| DbError::sql(path, e))?;
     Ok(c)
+}
+
+/// The replicator's connections only lock, pin and checkpoint: images and WAL frames are
+/// read from the files directly. So they do without SQLite's per-connection lookaside
+/// (48 KiB each: about 10 MiB for 100 databases with two connections each) and keep a page
+/// cache of 2 pages.
+fn small_footprint(c: &Connection) -> rusqlite::Result<()> {
+    // SAFETY: the handle is valid; a null buffer with size 0 and count 0 turns lookaside
+    // off, as SQLITE_DBCONFIG_LOOKASIDE documents. SQLITE_BUSY (lookaside in use) leaves it
+    // on, which only costs memory.
+    unsafe {
+        rusqlite::ffi::sqlite3_db_config(
+            c.handle(),
+            rusqlite::ffi::SQLITE_DBCONFIG_LOOKASIDE,
+            std::ptr::null_mut::<std::os::raw::c_void>(),
+            0 as std::os::raw::c_int,
+            0 as std::os::raw::c_int,
+        );
+    }
+    c.pragma_update(None, "cache_size", 2)
 }
 
 /// `SQLITE_FCNTL_PERSIST_WAL`: our connections closing must not delete the WAL.

@@ -30,11 +30,21 @@ struct SyncReport {
     truncate_blocked: Option<u64>,
 }
 
+/// The first tick of a database comes at a fixed point of its interval chosen by its
+/// label, so that many databases in one process do not all sync in the same instant (a
+/// burst of blocking calls at every tick) but spread over the interval.
+fn first_delay(label: &str, interval: Duration) -> Duration {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    label.hash(&mut h);
+    interval.mul_f64((h.finish() % 1000) as f64 / 1000.0)
+}
+
 impl DbReplicator {
     /// Runs until shutdown, then makes one final sync. `Err` when that final sync failed
     /// (the changes since the previous sync are then not in the replica).
     pub(crate) async fn sync_loop(self: Arc<Self>, mut shutdown: Shutdown) -> Result<(), String> {
-        let mut delay = self.cfg.monitor_interval;
+        let mut delay = first_delay(&self.label, self.cfg.monitor_interval);
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}

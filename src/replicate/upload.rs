@@ -291,14 +291,14 @@ impl DbReplicator {
         let bytes = self
             .db()
             .call(move |db| {
-                let staged = db.meta().staged()?;
-                let newest = staged.last().copied().unwrap_or(0);
-                let done: Vec<u64> = staged
+                let staged = db.meta().staged_sizes()?;
+                let newest = staged.last().map_or(0, |(t, _)| *t);
+                let (done, kept): (Vec<_>, Vec<_>) = staged
                     .into_iter()
-                    .filter(|t| *t <= uploaded && *t <= compacted && *t != newest)
-                    .collect();
+                    .partition(|(t, _)| *t <= uploaded && *t <= compacted && *t != newest);
+                let done: Vec<u64> = done.into_iter().map(|(t, _)| t).collect();
                 db.meta().remove(&done)?;
-                Ok::<_, std::io::Error>(db.meta().staged_bytes())
+                Ok::<_, std::io::Error>(kept.iter().map(|(_, size)| size).sum::<u64>())
             })
             .await?
             .map_err(|e| {
@@ -325,12 +325,9 @@ impl DbReplicator {
         let (bytes, hit) = self
             .db()
             .call(move |db| {
-                let bytes = db.meta().staged_bytes();
-                let pending = db
-                    .meta()
-                    .staged()
-                    .map(|s| s.into_iter().filter(|t| *t > pos).count())
-                    .unwrap_or(0);
+                let staged = db.meta().staged_sizes().unwrap_or_default();
+                let bytes: u64 = staged.iter().map(|(_, size)| size).sum();
+                let pending = staged.iter().filter(|(t, _)| *t > pos).count();
                 if bytes <= limit || pending <= 1 {
                     return Ok((bytes, false));
                 }
