@@ -13,6 +13,23 @@ use super::{Db, DbError};
 use crate::ltx::{Encoder, Header, lock_page};
 use crate::wal::FRAME_HEADER_SIZE;
 
+/// An anonymous temporary file beside `tmp` for a full image's page index (unlinked at
+/// once: it disappears with the descriptor, even after a crash).
+fn index_spill(tmp: &Path) -> Result<File, SyncError> {
+    let mut p = tmp.as_os_str().to_owned();
+    p.push(".index.tmp"); // a leftover ends in .tmp: removed at start like the others
+    let p = std::path::PathBuf::from(p);
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&p)
+        .map_err(|e| SyncError::staging("create", &p, e))?;
+    std::fs::remove_file(&p).map_err(|e| SyncError::staging("remove", &p, e))?;
+    Ok(f)
+}
+
 impl Db {
     /// Encodes an LTX file with `header` to `path` (temp + fsync + rename + dir fsync).
     /// `wal_pages` maps page numbers to WAL frame offsets.
@@ -60,6 +77,7 @@ impl Db {
                 }
             }
             None => {
+                enc.spill_index_to(Box::new(index_spill(tmp)?));
                 for pgno in (1..=header.commit).filter(|p| *p != lock) {
                     self.page(pgno, wal_pages, &mut page)?;
                     enc.write_page(pgno, &page)?;

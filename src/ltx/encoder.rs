@@ -7,9 +7,10 @@
 //! frame per page: independent 64 KiB blocks, a content checksum, no size prefix), which
 //! every Litestream 0.5.x reads: Litestream 0.5.0-0.5.15 reject any page flag (spec 1.9).
 //! The encoder does no I/O of its own beyond the given writer and keeps only the page index
-//! in memory (a few bytes per page).
+//! in memory (a few bytes per page), or, with [`Encoder::spill_index_to`], at most
+//! [`INDEX_SPILL_CHUNK`] of it: a full image of a 100 GiB database has a 250 MB index.
 
-use std::io::Write;
+use std::io::{Read, Seek, SeekFrom, Write};
 
 use super::checksum::{CHECKSUM_FLAG, FileHasher, page_checksum};
 use super::error::LtxError;
@@ -25,6 +26,13 @@ pub enum PageFraming {
     Lz4Frame,
 }
 
+/// Index bytes kept in memory before they go to the spill file.
+pub const INDEX_SPILL_CHUNK: usize = 256 * 1024;
+
+/// Where a large page index waits until `finish` (a temporary file).
+pub trait IndexSpill: Read + Write + Seek + Send {}
+impl<T: Read + Write + Seek + Send> IndexSpill for T {}
+
 /// Encodes one LTX file into `W`.
 pub struct Encoder<W: Write> {
     framing: PageFraming,
@@ -36,6 +44,9 @@ pub struct Encoder<W: Write> {
     lock_page: u32,
     /// Encoded page index varints (pgno, offset, frame length), without the terminator.
     index: Vec<u8>,
+    /// Index bytes moved out of `index` so far, and where to.
+    spilled: u64,
+    spill: Option<Box<dyn IndexSpill>>,
     compressed: Vec<u8>,
     /// XOR of page checksums for snapshots written with checksums on.
     db_checksum: u64,
@@ -60,6 +71,8 @@ impl<W: Write> Encoder<W> {
             prev_pgno: 0,
             lock_page: lock_page(header.page_size),
             index: Vec::new(),
+            spilled: 0,
+            spill: None,
             compressed: vec![
                 0;
                 lz4_flex::block::get_maximum_output_size(header.page_size as usize)
@@ -78,6 +91,12 @@ impl<W: Write> Encoder<W> {
     /// Bytes written so far.
     pub fn offset(&self) -> u64 {
         self.offset
+    }
+
+    /// Keeps the page index in `spill` (an empty temporary file) beyond
+    /// [`INDEX_SPILL_CHUNK`] bytes, so memory stays flat for any number of pages.
+    pub fn spill_index_to(&mut self, spill: Box<dyn IndexSpill>) {
+        self.spill = Some(spill);
     }
 
     /// Sets the trailer's post-apply checksum; only for files written with checksums on.
@@ -117,6 +136,9 @@ impl<W: Write> Encoder<W> {
         put_uvarint(&mut self.index, u64::from(pgno));
         put_uvarint(&mut self.index, frame_offset);
         put_uvarint(&mut self.index, (head_len + payload.len()) as u64);
+        if self.index.len() >= INDEX_SPILL_CHUNK && self.spill.is_some() {
+            self.spill_index()?;
+        }
         if !self.header.no_checksum() {
             self.db_checksum ^= page_checksum(pgno, data);
         }
@@ -182,10 +204,14 @@ impl<W: Write> Encoder<W> {
             }
         }
         self.write_hashed(&[0u8; PAGE_HEADER_SIZE])?;
-        let mut index = std::mem::take(&mut self.index);
-        put_uvarint(&mut index, 0);
-        index.extend_from_slice(&(index.len() as u64).to_be_bytes());
+        put_uvarint(&mut self.index, 0);
+        let index_len = self.spilled + self.index.len() as u64;
+        if self.spilled > 0 {
+            self.unspill_index()?;
+        }
+        let index = std::mem::take(&mut self.index);
         self.write_hashed(&index)?;
+        self.write_hashed(&index_len.to_be_bytes())?;
         let post = if self.header.no_checksum() {
             0
         } else if self.header.is_snapshot() {
@@ -205,6 +231,41 @@ impl<W: Write> Encoder<W> {
             .flush()
             .map_err(|source| LtxError::Io { offset, source })?;
         Ok((self.w, trailer))
+    }
+
+    fn spill_io(&self, source: std::io::Error) -> LtxError {
+        LtxError::Io {
+            offset: self.offset,
+            source: std::io::Error::new(source.kind(), format!("page index spill file: {source}")),
+        }
+    }
+
+    fn spill_index(&mut self) -> Result<(), LtxError> {
+        let spill = self.spill.as_mut().expect("a spill file");
+        let res = spill.write_all(&self.index);
+        res.map_err(|e| self.spill_io(e))?;
+        self.spilled += self.index.len() as u64;
+        self.index.clear();
+        Ok(())
+    }
+
+    /// Writes the spilled part of the index (hashed) to the output, in chunks.
+    fn unspill_index(&mut self) -> Result<(), LtxError> {
+        let mut spill = self.spill.take().expect("a spill file");
+        spill
+            .seek(SeekFrom::Start(0))
+            .map_err(|e| self.spill_io(e))?;
+        let mut buf = vec![0u8; INDEX_SPILL_CHUNK];
+        let mut left = self.spilled;
+        while left > 0 {
+            let n = buf.len().min(left as usize);
+            spill
+                .read_exact(&mut buf[..n])
+                .map_err(|e| self.spill_io(e))?;
+            self.write_hashed(&buf[..n])?;
+            left -= n as u64;
+        }
+        Ok(())
     }
 
     fn write_hashed(&mut self, bytes: &[u8]) -> Result<(), LtxError> {

@@ -28,58 +28,131 @@ pub fn parse_index(bytes: &[u8], file_size: u64) -> Result<Vec<IndexEntry>, LtxE
             offset: 0,
             reason: "index longer than the file".into(),
         })?;
-    let bad = |at: usize, reason: String| LtxError::BadIndex {
-        offset: index_start + at as u64,
-        reason,
-    };
-    let mut pos = 0usize;
-    let next = |pos: &mut usize| -> Result<u64, LtxError> {
+    let mut r = IndexReader::new(bytes, index_start, bytes.len() as u64);
+    let mut out = Vec::new();
+    while let Some(e) = r.next_entry()? {
+        out.push(e);
+    }
+    Ok(out)
+}
+
+/// The same checks as [`parse_index`] over a stream of the index section, one entry at a
+/// time: memory does not grow with the number of pages (a 100 GiB database has 26 million
+/// entries). `index_start` is the section's offset in the file and `len` its length
+/// (terminator included). Wrap an unbuffered source in a `BufReader`: it reads byte-wise.
+pub struct IndexReader<R> {
+    r: R,
+    index_start: u64,
+    len: u64,
+    /// Bytes of the section consumed so far.
+    pos: u64,
+    expect_off: u64,
+    last_pgno: u32,
+    done: bool,
+}
+
+impl<R: std::io::Read> IndexReader<R> {
+    pub fn new(r: R, index_start: u64, len: u64) -> Self {
+        IndexReader {
+            r,
+            index_start,
+            len,
+            pos: 0,
+            expect_off: HEADER_SIZE as u64,
+            last_pgno: 0,
+            done: false,
+        }
+    }
+
+    /// The source, e.g. to find out why a read failed.
+    pub fn into_inner(self) -> R {
+        self.r
+    }
+
+    fn bad(&self, at: u64, reason: String) -> LtxError {
+        LtxError::BadIndex {
+            offset: self.index_start + at,
+            reason,
+        }
+    }
+
+    fn byte(&mut self) -> Result<u8, LtxError> {
+        let mut b = [0u8; 1];
+        if self.pos >= self.len {
+            return Err(self.bad(self.pos, "truncated varint".into()));
+        }
+        match self.r.read_exact(&mut b) {
+            Ok(()) => {
+                self.pos += 1;
+                Ok(b[0])
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                Err(self.bad(self.pos, "truncated varint".into()))
+            }
+            Err(source) => Err(LtxError::Io {
+                offset: self.index_start + self.pos,
+                source,
+            }),
+        }
+    }
+
+    fn varint(&mut self) -> Result<u64, LtxError> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
-            let b = *bytes
-                .get(*pos)
-                .ok_or_else(|| bad(*pos, "truncated varint".into()))?;
-            *pos += 1;
+            let b = self.byte()?;
             v |= u64::from(b & 0x7f) << shift;
             if b & 0x80 == 0 {
                 return Ok(v);
             }
         }
-        Err(bad(*pos, "varint overflows 64 bits".into()))
-    };
-    let mut out: Vec<IndexEntry> = Vec::new();
-    let mut expect_off = HEADER_SIZE as u64;
-    loop {
-        let at = pos;
-        let pgno = next(&mut pos)?;
+        Err(self.bad(self.pos, "varint overflows 64 bits".into()))
+    }
+
+    /// The next frame's entry, or `None` after the terminator once the whole section has
+    /// been checked.
+    pub fn next_entry(&mut self) -> Result<Option<IndexEntry>, LtxError> {
+        if self.done {
+            return Ok(None);
+        }
+        let at = self.pos;
+        let pgno = self.varint()?;
         if pgno == 0 {
-            break;
+            self.done = true;
+            return self.check_end().map(|()| None);
         }
-        let (offset, len) = (next(&mut pos)?, next(&mut pos)?);
-        let pgno =
-            u32::try_from(pgno).map_err(|_| bad(at, format!("page number {pgno} out of range")))?;
-        if out.last().is_some_and(|e| e.pgno >= pgno) {
-            return Err(bad(at, format!("page {pgno} does not ascend")));
+        let (offset, len) = (self.varint()?, self.varint()?);
+        let pgno = u32::try_from(pgno)
+            .map_err(|_| self.bad(at, format!("page number {pgno} out of range")))?;
+        if self.last_pgno >= pgno {
+            return Err(self.bad(at, format!("page {pgno} does not ascend")));
         }
-        if offset != expect_off || len <= PAGE_HEADER_SIZE as u64 {
-            return Err(bad(
+        if offset != self.expect_off || len <= PAGE_HEADER_SIZE as u64 {
+            let expected = self.expect_off;
+            return Err(self.bad(
                 at,
-                format!("frame of page {pgno} at {offset}+{len}, expected at {expect_off}"),
+                format!("frame of page {pgno} at {offset}+{len}, expected at {expected}"),
             ));
         }
-        expect_off = offset + len;
-        out.push(IndexEntry { pgno, offset, len });
+        self.expect_off = offset + len;
+        self.last_pgno = pgno;
+        Ok(Some(IndexEntry { pgno, offset, len }))
     }
-    if pos != bytes.len() {
-        return Err(bad(pos, "data after the index terminator".into()));
+
+    fn check_end(&self) -> Result<(), LtxError> {
+        if self.pos != self.len {
+            return Err(self.bad(self.pos, "data after the index terminator".into()));
+        }
+        if self.expect_off + PAGE_HEADER_SIZE as u64 != self.index_start {
+            return Err(self.bad(
+                0,
+                format!(
+                    "frames end at {} but the index starts at {}",
+                    self.expect_off, self.index_start
+                ),
+            ));
+        }
+        Ok(())
     }
-    if expect_off + PAGE_HEADER_SIZE as u64 != index_start {
-        return Err(bad(
-            0,
-            format!("frames end at {expect_off} but the index starts at {index_start}"),
-        ));
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

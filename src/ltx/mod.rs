@@ -21,13 +21,13 @@ mod name;
 pub use checksum::{CHECKSUM_FLAG, FileHasher, crc64, crc64_combine, page_checksum};
 pub use compactor::{CompactError, compact, compact_framed, merge_level0};
 pub use decoder::{DecodedFile, Decoder, decode_all};
-pub use encoder::{Encoder, PageFraming};
+pub use encoder::{Encoder, INDEX_SPILL_CHUNK, IndexSpill, PageFraming};
 pub use error::LtxError;
 pub use header::{
     HEADER_FLAG_NO_CHECKSUM, HEADER_SIZE, Header, MIN_FILE_SIZE, PAGE_FLAG_SIZE, PAGE_HEADER_SIZE,
     TRAILER_SIZE, Trailer, is_valid_page_size, lock_page,
 };
-pub use index::{INDEX_LEN_SIZE, IndexEntry, parse_index};
+pub use index::{INDEX_LEN_SIZE, IndexEntry, IndexReader, parse_index};
 pub use name::{format_file_name, parse_file_name, parse_hex16};
 
 #[cfg(test)]

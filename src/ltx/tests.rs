@@ -366,3 +366,30 @@ fn legacy_lz4_frame_pages_round_trip() {
     assert_eq!(entries.len(), 3, "the index tiles the legacy frames");
     assert_eq!(entries[0].offset, HEADER_SIZE as u64);
 }
+
+/// A page index spilled to a temporary file gives the same bytes as one kept in memory
+/// (an index several times larger than the in-memory chunk).
+#[test]
+fn spilled_index_gives_the_same_file() {
+    let commit = 120_000u32;
+    let h = Header::new(512, commit, 1, 1, 1_700_000_000_000);
+    let encode = |spill: bool| {
+        let mut enc = Encoder::new(Vec::new(), h).unwrap();
+        if spill {
+            enc.spill_index_to(Box::new(std::io::Cursor::new(Vec::new())));
+        }
+        let lock = super::lock_page(512);
+        for p in (1..=commit).filter(|p| *p != lock) {
+            enc.write_page(p, &[(p % 251) as u8; 512]).unwrap();
+        }
+        enc.finish().unwrap()
+    };
+    let (a, ta) = encode(false);
+    let (b, tb) = encode(true);
+    let end = a.len() - TRAILER_SIZE - INDEX_LEN_SIZE;
+    let len = u64::from_be_bytes(a[end..end + 8].try_into().unwrap()) as usize;
+    assert!(len > 3 * super::INDEX_SPILL_CHUNK, "index of {len} bytes");
+    assert_eq!(ta, tb);
+    assert!(a == b, "spilled index changed the file");
+    decode_all(&b).unwrap();
+}

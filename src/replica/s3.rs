@@ -383,18 +383,24 @@ impl S3Replica {
         let mut f = tokio::fs::File::open(path)
             .await
             .map_err(|e| StorageError::io("open", path.display(), e))?;
+        let size = f
+            .metadata()
+            .await
+            .map_err(|e| StorageError::io("stat", path.display(), e))?
+            .len();
+        let part_size = super::url::effective_part_size(self.part_size, size);
         let mut parts = Vec::new();
         for number in 1.. {
-            let mut buf = Vec::with_capacity(self.part_size as usize);
+            let mut buf = Vec::with_capacity(part_size as usize);
             (&mut f)
-                .take(self.part_size)
+                .take(part_size)
                 .read_to_end(&mut buf)
                 .await
                 .map_err(|e| StorageError::io("read", path.display(), e))?;
             if buf.is_empty() && number > 1 {
                 break;
             }
-            let last = (buf.len() as u64) < self.part_size;
+            let last = (buf.len() as u64) < part_size;
             let len = buf.len() as u64;
             let (c_alg, c_key, c_md5) = self.sse_c();
             let out = self

@@ -6,6 +6,16 @@ use std::fmt;
 /// Default multipart part size (and the threshold above which uploads are multipart).
 pub const DEFAULT_PART_SIZE: u64 = 5 * 1024 * 1024;
 
+/// S3 (and MinIO) accept at most this many parts in one multipart upload.
+const MAX_PARTS: u64 = 10_000;
+
+/// The configured part size, raised (in whole MiB) when a file of `file_size` bytes would
+/// need more than [`MAX_PARTS`] parts: 5 MiB parts end at 50 GB, and a 100 GiB database's
+/// snapshot can be larger. Uploads hold one part in memory at a time.
+pub fn effective_part_size(configured: u64, file_size: u64) -> u64 {
+    configured.max(file_size.div_ceil(MAX_PARTS).next_multiple_of(1 << 20))
+}
+
 /// A parsed replica location.
 #[derive(Debug, Clone, PartialEq, Eq)]
 // Built once per replica at start-up; the size difference between the variants is of no
@@ -278,6 +288,23 @@ pub fn redact_url(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn part_size_grows_past_ten_thousand_parts() {
+        use super::{DEFAULT_PART_SIZE, effective_part_size};
+        assert_eq!(
+            effective_part_size(DEFAULT_PART_SIZE, 8 << 30),
+            DEFAULT_PART_SIZE
+        );
+        let big = 100u64 << 30;
+        let p = effective_part_size(DEFAULT_PART_SIZE, big);
+        assert!(
+            big.div_ceil(p) <= 10_000 && p.is_multiple_of(1 << 20),
+            "{p}"
+        );
+        assert_eq!(p, 11 << 20);
+        assert_eq!(effective_part_size(64 << 20, big), 64 << 20);
+    }
+
     use super::*;
 
     fn s3(s: &str) -> S3Config {

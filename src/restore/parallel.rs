@@ -6,7 +6,9 @@
 //! verified over every byte before the output can appear.
 //!
 //! Few long requests instead of many short ones: the per-request cost on the S3 server,
-//! not decoding, bounds a restore's speed. Memory: one read buffer and one page per range.
+//! not decoding, bounds a restore's speed. Memory: one read buffer and one page per range;
+//! the index is streamed and checked entry by entry, keeping only the range boundaries, so
+//! memory does not grow with the database (26 million index entries at 100 GiB).
 
 use std::fs::File;
 use std::io::{BufReader, Read};
@@ -18,8 +20,8 @@ use super::RestoreError;
 use super::apply::{Merge, PageWriter};
 use super::progress::Progress;
 use crate::ltx::{
-    CHECKSUM_FLAG, Decoder, HEADER_SIZE, Header, INDEX_LEN_SIZE, IndexEntry, PAGE_HEADER_SIZE,
-    TRAILER_SIZE, crc64, crc64_combine, lock_page, parse_index,
+    CHECKSUM_FLAG, Decoder, FileHasher, HEADER_SIZE, Header, INDEX_LEN_SIZE, IndexReader,
+    PAGE_HEADER_SIZE, TRAILER_SIZE, crc64, crc64_combine, lock_page,
 };
 use crate::replica::{ByteReader, LtxFileInfo, ReplicaClient, StorageError};
 use crate::retry::{Backoff, is_retryable};
@@ -93,10 +95,17 @@ pub async fn apply_snapshot(
     let index_start = (f.size - tail_len)
         .checked_sub(index_len)
         .ok_or_else(|| corrupt("page index longer than the file".into()))?;
-    let index = get(client.as_ref(), f, index_start, index_len).await?;
-    let entries = parse_index(&index, f.size).map_err(|e| corrupt(e.to_string()))?;
-    check_complete(&entries, &header).map_err(corrupt)?;
-    let ranges = split(&entries, parallelism);
+    let stream = RangeStream {
+        rt: tokio::runtime::Handle::current(),
+        client: client.clone(),
+        progress: progress.clone(),
+    };
+    let (f2, n) = (f.clone(), parallelism);
+    let (ranges, index_crc) = tokio::task::spawn_blocking(move || {
+        plan_ranges(stream, &f2, header, index_start, index_len, n)
+    })
+    .await
+    .map_err(|e| RestoreError::Inconsistent(format!("restore task failed: {e}")))??;
     let mut tasks = Vec::new();
     for r in ranges {
         let (client, out, f2, skip) = (client.clone(), out.clone(), f.clone(), skip.clone());
@@ -108,7 +117,7 @@ pub async fn apply_snapshot(
                 client,
                 progress,
             };
-            decode_range(stream, &f2, header, &r, &out, &skip)
+            decode_range(stream, &f2, header, r, &out, &skip)
         }));
     }
     let mut crc = crc64(&head);
@@ -118,10 +127,10 @@ pub async fn apply_snapshot(
             .map_err(|e| RestoreError::Inconsistent(format!("restore task failed: {e}")))??;
         crc = crc64_combine(crc, c, len);
     }
-    let mut rest = vec![0u8; PAGE_HEADER_SIZE];
-    rest.extend_from_slice(&index);
-    rest.extend_from_slice(&tail[..16]); // index length + post-apply checksum
-    crc = crc64_combine(crc, crc64(&rest), rest.len() as u64);
+    let terminator = [0u8; PAGE_HEADER_SIZE];
+    crc = crc64_combine(crc, crc64(&terminator), terminator.len() as u64);
+    crc = crc64_combine(crc, index_crc, index_len);
+    crc = crc64_combine(crc, crc64(&tail[..16]), 16); // index length + post-apply checksum
     let stored = u64::from_be_bytes(tail[16..24].try_into().expect("8 bytes"));
     if crc | CHECKSUM_FLAG != stored {
         return Err(corrupt(format!(
@@ -138,41 +147,108 @@ pub async fn apply_snapshot(
     Ok(Snapshot { header })
 }
 
-/// A snapshot holds exactly the pages `1..=commit` but the lock page.
-fn check_complete(entries: &[IndexEntry], h: &Header) -> Result<(), String> {
-    let lock = lock_page(h.page_size);
-    let mut want = (1..=h.commit).filter(|p| *p != lock);
-    for e in entries {
-        if want.next() != Some(e.pgno) {
-            return Err(format!(
-                "snapshot page index is not the sequence 1..={} (at page {})",
-                h.commit, e.pgno
-            ));
-        }
-    }
-    if want.next().is_some() {
-        return Err(format!("snapshot page index ends before page {}", h.commit));
-    }
-    Ok(())
+/// One contiguous run of frames: pages `first..=last` (the lock page excluded) in the
+/// bytes `start..end` of the file.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Range {
+    first: u32,
+    last: u32,
+    start: u64,
+    end: u64,
 }
 
-/// Contiguous runs of frames of roughly equal bytes.
-fn split(entries: &[IndexEntry], parallelism: usize) -> Vec<Vec<IndexEntry>> {
-    let total: u64 = entries.iter().map(|e| e.len).sum();
+/// Streams the page index (`len` bytes at `index_start`), checks that it lists exactly the
+/// pages `1..=commit` but the lock page, and cuts the page block into contiguous runs of
+/// roughly equal bytes, at most `parallelism` and each at least [`MIN_RANGE`]. Returns the
+/// runs and the plain CRC of the index bytes.
+fn plan_ranges(
+    stream: RangeStream,
+    f: &LtxFileInfo,
+    h: Header,
+    index_start: u64,
+    len: u64,
+    parallelism: usize,
+) -> Result<(Vec<Range>, u64), RestoreError> {
+    let key = stream.client.key(f.level, f.min_txid, f.max_txid);
+    let corrupt = |reason: String| RestoreError::Corrupt {
+        key: key.clone(),
+        reason,
+    };
+    let reader = RangeReader::new(stream, f, index_start, index_start + len);
+    let hashing = HashingReader {
+        inner: reader,
+        hasher: FileHasher::new(),
+    };
+    let mut index = IndexReader::new(
+        BufReader::with_capacity(RANGE_BUFFER, hashing),
+        index_start,
+        len,
+    );
+    let total = index_start.saturating_sub((HEADER_SIZE + PAGE_HEADER_SIZE) as u64);
     let n = (total / MIN_RANGE).clamp(1, parallelism.max(1) as u64);
     let per = total.div_ceil(n);
-    let mut out: Vec<Vec<IndexEntry>> = vec![Vec::new()];
-    let mut acc = 0;
-    for e in entries {
-        if acc >= per {
-            out.push(Vec::new());
-            acc = 0;
+    let lock = lock_page(h.page_size);
+    let mut want = (1..=h.commit).filter(|p| *p != lock);
+    let (mut out, mut acc): (Vec<Range>, u64) = (Vec::new(), 0);
+    loop {
+        let e = match index.next_entry() {
+            Ok(Some(e)) => e,
+            Ok(None) => break,
+            Err(err) => {
+                let inner = index.into_inner().into_inner();
+                return Err(match inner.inner.failure {
+                    Some(s) => RestoreError::Storage(s),
+                    None => corrupt(err.to_string()),
+                });
+            }
+        };
+        if want.next() != Some(e.pgno) {
+            return Err(corrupt(format!(
+                "snapshot page index is not the sequence 1..={} (at page {})",
+                h.commit, e.pgno
+            )));
         }
-        out.last_mut().expect("one range").push(*e);
+        match out.last_mut() {
+            Some(r) if acc < per => r.last = e.pgno,
+            _ => {
+                out.push(Range {
+                    first: e.pgno,
+                    last: e.pgno,
+                    start: e.offset,
+                    end: 0,
+                });
+                acc = 0;
+            }
+        }
         acc += e.len;
+        out.last_mut().expect("one range").end = e.offset + e.len;
     }
-    out.retain(|r| !r.is_empty());
-    out
+    if want.next().is_some() {
+        return Err(corrupt(format!(
+            "snapshot page index ends before page {}",
+            h.commit
+        )));
+    }
+    let hashing = index.into_inner().into_inner();
+    let (crc, hashed) = hashing.hasher.raw();
+    if hashed != len {
+        return Err(corrupt(format!("page index read {hashed} of {len} bytes")));
+    }
+    Ok((out, crc))
+}
+
+/// Hashes every byte read through it.
+struct HashingReader<R> {
+    inner: R,
+    hasher: FileHasher,
+}
+
+impl<R: Read> Read for HashingReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        Ok(n)
+    }
 }
 
 /// What a range decoder needs to stream its bytes.
@@ -187,28 +263,16 @@ fn decode_range(
     stream: RangeStream,
     f: &LtxFileInfo,
     header: Header,
-    entries: &[IndexEntry],
+    range: Range,
     out: &File,
     skip: &Merge,
 ) -> Result<(u64, u64), RestoreError> {
     let key = stream.client.key(f.level, f.min_txid, f.max_txid);
-    let first = entries[0];
-    let last = entries[entries.len() - 1];
-    let end = last.offset + last.len;
-    let reader = RangeReader {
-        rt: stream.rt,
-        client: stream.client,
-        progress: stream.progress,
-        f: f.clone(),
-        pos: first.offset,
-        end,
-        cur: None,
-        failure: None,
-    };
+    let reader = RangeReader::new(stream, f, range.start, range.end);
     let mut dec = Decoder::range(
         BufReader::with_capacity(RANGE_BUFFER, reader),
         header,
-        first.offset,
+        range.start,
     );
     let mut page = vec![0u8; header.page_size as usize];
     let mut writer = PageWriter::new(header.page_size);
@@ -217,9 +281,11 @@ fn decode_range(
         db_bytes: Some(u64::from(header.commit) * u64::from(header.page_size)),
         source,
     };
-    for e in entries {
-        let got = dec.next_page(&mut page);
-        let got = match got {
+    let lock = lock_page(header.page_size);
+    let mut want = (range.first..=range.last).filter(|p| *p != lock);
+    while dec.offset() < range.end {
+        let at = dec.offset();
+        let got = match dec.next_page(&mut page) {
             Ok(g) => g,
             Err(err) => {
                 if let Some(s) = dec_failure(&mut dec) {
@@ -231,18 +297,25 @@ fn decode_range(
                 });
             }
         };
-        if got != Some(e.pgno) || dec.offset() != e.offset + e.len {
+        let Some(pgno) = got.filter(|p| want.next() == Some(*p) && dec.offset() <= range.end)
+        else {
             return Err(RestoreError::Corrupt {
                 key,
-                reason: format!(
-                    "frame at offset {} is not page {} as the index says",
-                    e.offset, e.pgno
-                ),
+                reason: format!("the frame at offset {at} is not where the page index puts it"),
             });
+        };
+        if !skip.skips(pgno) {
+            writer.put(out, pgno, &page).map_err(write_err)?;
         }
-        if !skip.skips(e.pgno) {
-            writer.put(out, e.pgno, &page).map_err(write_err)?;
-        }
+    }
+    if want.next().is_some() {
+        return Err(RestoreError::Corrupt {
+            key,
+            reason: format!(
+                "the frames end at offset {} before page {} of the page index",
+                range.end, range.last
+            ),
+        });
     }
     writer.flush(out).map_err(write_err)?;
     Ok(dec.range_checksum())
@@ -263,6 +336,21 @@ struct RangeReader {
     end: u64,
     cur: Option<ByteReader>,
     failure: Option<StorageError>,
+}
+
+impl RangeReader {
+    fn new(stream: RangeStream, f: &LtxFileInfo, start: u64, end: u64) -> RangeReader {
+        RangeReader {
+            rt: stream.rt,
+            client: stream.client,
+            progress: stream.progress,
+            f: f.clone(),
+            pos: start,
+            end,
+            cur: None,
+            failure: None,
+        }
+    }
 }
 
 impl Read for RangeReader {

@@ -226,16 +226,27 @@ async fn parallel_decode_equals_sequential_and_resumes() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn corrupt_large_files_are_detected_in_parallel_decode() {
-    for name in [
-        "ltx/9/0000000000000001-0000000000000001.ltx",
-        "ltx/0/0000000000000007-0000000000000007.ltx",
-    ] {
+    // A byte in the middle of the page block, or in the middle of the snapshot's page
+    // index (streamed and checked entry by entry, then covered by the file checksum).
+    let index_middle = |b: &[u8]| {
+        let n = b.len();
+        let len = u64::from_be_bytes(b[n - 24..n - 16].try_into().unwrap()) as usize;
+        n - 24 - len / 2
+    };
+    let middle = |b: &[u8]| b.len() / 2;
+    type Position<'a> = &'a dyn Fn(&[u8]) -> usize;
+    let cases: [(&str, Position); 3] = [
+        ("ltx/9/0000000000000001-0000000000000001.ltx", &middle),
+        ("ltx/9/0000000000000001-0000000000000001.ltx", &index_middle),
+        ("ltx/0/0000000000000007-0000000000000007.ltx", &middle),
+    ];
+    for (name, at) in cases {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("r");
         let base = big_replica(&root).await;
         let victim = root.join(name);
         let mut bytes = std::fs::read(&victim).unwrap();
-        let mid = bytes.len() / 2;
+        let mid = at(&bytes);
         bytes[mid] ^= 0x01;
         std::fs::write(&victim, &bytes).unwrap();
         let out = dir.path().join("bad.db");
