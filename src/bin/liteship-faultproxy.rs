@@ -74,6 +74,9 @@ struct Plan {
     bytes_down: u64,
     /// Request body bytes by LTX level directory (`L0`..`L9`, from `/000N/` in the path).
     up_by_level: BTreeMap<String, u64>,
+    /// `record DIR`: every answered level-0 PUT is saved there (benchmarks measure lag).
+    record: Option<std::path::PathBuf>,
+    recorded: u64,
 }
 
 impl Plan {
@@ -174,6 +177,10 @@ fn command(plan: &Shared, line: &str) -> String {
                 _ => format!("error: bad command {line:?}"),
             }
         }
+        ["record", dir] => {
+            p.record = Some(dir.into());
+            "ok".into()
+        }
         ["clear"] => {
             p.next.clear();
             p.random = None;
@@ -199,6 +206,37 @@ fn level_of(target: &str) -> Option<String> {
         .split(['/', '?'])
         .find(|seg| seg.len() == 4 && seg.starts_with("000") && seg.as_bytes()[3].is_ascii_digit())
         .map(|seg| format!("L{}", &seg[3..]))
+}
+
+/// Saves an answered level-0 PUT as `DIR/<n>-<unix µs>-<name>`: the time its answer came
+/// back from the server (when the replicator learns the file is durable) and the body as
+/// sent (`.chunked` appended when it is `aws-chunked`).
+fn record_put(p: &mut Plan, target: &str, req: &Head, body: &[u8], resp: &Head) {
+    let Some(dir) = &p.record else { return };
+    // Parts of a multipart upload are not whole files.
+    if !resp.first.contains(" 200 ") || target.contains("partNumber=") {
+        return;
+    }
+    let name = target
+        .split('?')
+        .next()
+        .unwrap_or("")
+        .rsplit('/')
+        .next()
+        .unwrap_or("");
+    let us = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0);
+    let raw = String::from_utf8_lossy(&req.raw).to_ascii_lowercase();
+    let chunked = if raw.contains("aws-chunked") || raw.contains("streaming-") {
+        ".chunked"
+    } else {
+        ""
+    };
+    let path = dir.join(format!("{}-{us}-{name}{chunked}", p.recorded));
+    p.recorded += 1;
+    let _ = std::fs::write(path, body);
 }
 
 /// `k=v,k=v` (`-` when empty, so that the stats line keeps its word positions).
@@ -390,6 +428,9 @@ async fn serve(client: TcpStream, upstream: &str, plan: Shared) -> std::io::Resu
                 *p.up_by_level.entry(level).or_default() += body.len() as u64;
             }
             p.bytes_down += rbody.len() as u64;
+            if method == "PUT" && level_of(&target).as_deref() == Some("L0") {
+                record_put(&mut p, &target, &req, &body, &resp);
+            }
         }
         let cut = matches!(fault, Some(Fault::Truncate | Fault::ResetDownload));
         if cut && rbody.is_empty() {

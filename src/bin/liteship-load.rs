@@ -7,6 +7,10 @@
 //!               [--checkpoint passive,full,restart,truncate --checkpoint-every 2]
 //!               [--vacuum-at 30] [--grow-mb 0]
 //! ```
+//!
+//! Prints the number of commits on stdout and the commit latencies on stderr
+//! (`commit latency ms: p50 … p99 … p999 … max …`: a replicator that stalls the
+//! application shows there).
 
 use std::time::{Duration, Instant};
 
@@ -44,6 +48,9 @@ struct Args {
     /// Before the load, grow the database by this many MiB (in 4 MiB transactions).
     #[arg(long, default_value_t = 0)]
     grow_mb: u64,
+    /// Stop early (and report) once this file exists.
+    #[arg(long)]
+    stop_file: Option<std::path::PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -69,12 +76,17 @@ fn main() -> anyhow::Result<()> {
     let period = Duration::from_secs_f64(1.0 / f64::from(a.rate.max(1)));
     let (mut n, mut next_ckpt, mut ckpt_i, mut vacuumed) =
         (0i64, a.checkpoint_every, 0usize, false);
-    while start.elapsed().as_secs_f64() < a.duration {
+    let mut latencies: Vec<f64> = Vec::new();
+    while start.elapsed().as_secs_f64() < a.duration
+        && !a.stop_file.as_ref().is_some_and(|f| f.exists())
+    {
         let t_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)?
             .as_millis() as i64;
         n += 1;
+        let t0 = Instant::now();
         insert_retrying(&c, a.writer, seq0 + n, t_ms, a.payload)?;
+        latencies.push(t0.elapsed().as_secs_f64() * 1000.0);
         let el = start.elapsed().as_secs_f64();
         if !a.checkpoint.is_empty() && el >= next_ckpt {
             let mode = &a.checkpoint[ckpt_i % a.checkpoint.len()];
@@ -100,7 +112,24 @@ fn main() -> anyhow::Result<()> {
         }
     }
     println!("{n}");
+    eprintln!("{}", latency_line(&mut latencies));
     Ok(())
+}
+
+/// `commit latency ms: p50 … p99 … p999 … max …` (nearest rank).
+fn latency_line(v: &mut [f64]) -> String {
+    v.sort_by(f64::total_cmp);
+    let q = |x: f64| {
+        let i = ((x * v.len() as f64).ceil() as usize).clamp(1, v.len().max(1)) - 1;
+        v.get(i).copied().unwrap_or(0.0)
+    };
+    format!(
+        "commit latency ms: p50 {:.2} p99 {:.2} p999 {:.2} max {:.2}",
+        q(0.5),
+        q(0.99),
+        q(0.999),
+        q(1.0)
+    )
 }
 
 /// Inserts one row, retrying while the database is busy (as a robust application does).
