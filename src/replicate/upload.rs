@@ -208,10 +208,9 @@ impl DbReplicator {
             // Never reuse a TXID that any level of the replica holds.
             self.staged_gap(pos.max(remote.max_txid()), next).await?;
         }
-        let local_txid = self
-            .db()
-            .call(|db| db.position().map_or(0, |p| p.txid))
-            .await?;
+        // The position as of the last sync (the sync loop mirrors it into the health
+        // state): no handoff to the database's thread for it.
+        let local_txid = self.health.snapshot().local_txid;
         // Anything staged above the new position (including files staged meanwhile) is
         // still pending; its header timestamp is its commit time.
         let staged = self.staged().await?;
@@ -256,15 +255,13 @@ impl DbReplicator {
         }
     }
 
-    /// Staged TXIDs (a directory listing, on a blocking thread).
+    /// Staged TXIDs: a listing of the local staging directory, made inline. It takes
+    /// microseconds; a handoff to a blocking thread costs more than that in futex wakeups
+    /// and context switches, and with 100 databases it ran several times per second each.
     pub(crate) async fn staged(&self) -> Result<Vec<u64>, ReplicateError> {
-        let meta = self.meta.clone();
-        tokio::task::spawn_blocking(move || {
-            meta.staged().map_err(|e| {
-                ReplicateError::Fs(crate::fsutil::FsError::new("list", &meta.l0_dir, e))
-            })
+        self.meta.staged().map_err(|e| {
+            ReplicateError::Fs(crate::fsutil::FsError::new("list", &self.meta.l0_dir, e))
         })
-        .await?
     }
 
     /// A staged file is missing between the replica position and the newer staged files:
@@ -486,21 +483,18 @@ fn pending_run(staged: &[u64], start: u64, max: usize) -> (Vec<u64>, Option<u64>
     (run, None)
 }
 
-/// The header timestamp of a staged file (its commit time), on a blocking thread.
+/// The header timestamp of a staged file (its commit time): one 100-byte read of a local
+/// file, made inline (see [`DbReplicator::staged`]).
 pub(crate) async fn header_timestamp(path: &std::path::Path) -> Result<i64, ReplicateError> {
-    let p = path.to_path_buf();
-    tokio::task::spawn_blocking(move || {
-        use std::os::unix::fs::FileExt;
-        let io = |e| crate::fsutil::FsError::new("read", &p, e);
-        let f = std::fs::File::open(&p).map_err(io)?;
-        let mut b = [0u8; HEADER_SIZE];
-        f.read_exact_at(&mut b, 0).map_err(io)?;
-        Header::from_bytes(&b)
-            .map(|h| h.timestamp_ms)
-            .map_err(|source| ReplicateError::Ltx {
-                context: format!("staged file {}", p.display()),
-                source,
-            })
-    })
-    .await?
+    use std::os::unix::fs::FileExt;
+    let io = |e| crate::fsutil::FsError::new("read", path, e);
+    let f = std::fs::File::open(path).map_err(io)?;
+    let mut b = [0u8; HEADER_SIZE];
+    f.read_exact_at(&mut b, 0).map_err(io)?;
+    Header::from_bytes(&b)
+        .map(|h| h.timestamp_ms)
+        .map_err(|source| ReplicateError::Ltx {
+            context: format!("staged file {}", path.display()),
+            source,
+        })
 }
