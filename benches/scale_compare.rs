@@ -1,6 +1,7 @@
 //! The scale run: Litestream 0.5.17 and liteship each replicate the same large database
-//! (default 8 GiB, `BENCH_SCALE_GB`) to a local `file://` replica while an application
-//! writes 100 commits/s, then each restores it. Not in CI (it needs about 4x the database
+//! (default 8 GiB; `BENCH_SCALE_GB=2,8` runs several sizes, to show how time grows) to a
+//! local `file://` replica while an application writes 100 commits/s, then each restores
+//! it. Not in CI (it needs about 4x the database
 //! in free disk and tens of minutes).
 //!
 //! Per tool: time until the replica is restorable (first level-0 file) and until the first
@@ -43,45 +44,57 @@ struct Sample {
 }
 
 fn main() {
-    let gb: u64 = env_or("BENCH_SCALE_GB", 8);
+    let sizes: Vec<u64> = std::env::var("BENCH_SCALE_GB")
+        .unwrap_or_else(|_| "8".into())
+        .split(',')
+        .map(|g| {
+            g.trim()
+                .parse()
+                .expect("BENCH_SCALE_GB: GiB, comma-separated")
+        })
+        .collect();
     let root = PathBuf::from(
         std::env::var("BENCH_SCALE_DIR")
             .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/target/scale").into()),
     );
     std::fs::create_dir_all(&root).unwrap();
-    let base = root.join(format!("base-{gb}g.db"));
-    build(&base, gb);
-    eprintln!("baseline writer (no replicator)...");
-    let work = root.join("work");
-    fresh_copy(&base, &work);
-    let baseline = finish_writer(writer(&work.join("app.db"), 30.0));
-    eprintln!("  {baseline}");
     let mut rows = Vec::new();
-    for tool in [Tool::Litestream, Tool::Liteship] {
-        eprintln!("{tool:?}...");
+    for gb in sizes {
+        let base = root.join(format!("base-{gb}g.db"));
+        build(&base, gb);
+        let mib = std::fs::metadata(&base).unwrap().len() >> 20;
+        eprintln!("{mib} MiB: writer alone (no replicator)...");
+        let work = root.join("work");
         fresh_copy(&base, &work);
-        let s = run(tool, &work);
-        eprintln!("  {s:?}");
-        rows.push((tool, s));
+        let alone = finish_writer(writer(&work.join("app.db"), 30.0));
+        eprintln!("  {alone}");
+        rows.push((mib, "writer alone".to_string(), None, alone));
+        for tool in [Tool::Litestream, Tool::Liteship] {
+            eprintln!("{mib} MiB: {tool:?}...");
+            fresh_copy(&base, &work);
+            let s = run(tool, &work);
+            eprintln!("  {s:?}");
+            let latency = s.latency.clone();
+            rows.push((mib, format!("{tool:?}"), Some(s), latency));
+        }
+        std::fs::remove_dir_all(&work).ok();
     }
-    std::fs::remove_dir_all(&work).ok();
     println!(
-        "\nDatabase {} MiB; writer alone: {baseline}\n",
-        std::fs::metadata(&base).unwrap().len() >> 20
+        "\n| database MiB | tool | restorable after s | first snapshot after s | replicator CPU s | peak RSS MiB | peak WAL + state MiB | replica MiB | writer commit latency ms | restore s | restore peak RSS MiB | restored equal |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
     );
-    println!(
-        "| tool | restorable after s | first snapshot after s | replicator CPU s | peak RSS MiB | peak WAL + state MiB | replica MiB | writer latency while replicating | restore s | restore peak RSS MiB | restored equal |\n|---|---|---|---|---|---|---|---|---|---|---|"
-    );
-    for (tool, s) in rows {
+    for (mib, tool, s, latency) in rows {
+        let Some(s) = s else {
+            println!("| {mib} | {tool} | | | | | | | {latency} | | | |");
+            continue;
+        };
         println!(
-            "| {tool:?} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {} | {:.1} | {:.1} | {} |",
+            "| {mib} | {tool} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} | {:.0} | {latency} | {:.1} | {:.1} | {} |",
             s.restorable_s,
             s.snapshot_s,
             s.cpu_s,
             s.rss_mib,
             s.local_peak_mib,
             s.replica_mib,
-            s.latency,
             s.restore_s,
             s.restore_rss_mib,
             s.restored_ok
@@ -111,11 +124,15 @@ fn build(path: &Path, gb: u64) {
     }
 }
 
-/// `dir` emptied, with a byte copy of `base` as `app.db`.
+/// `dir` emptied, with a byte copy of `base` as `app.db`, flushed to disk.
 fn fresh_copy(base: &Path, dir: &Path) {
     let _ = std::fs::remove_dir_all(dir);
     std::fs::create_dir_all(dir).unwrap();
     std::fs::copy(base, dir.join("app.db")).unwrap();
+    // Written back before the run: the writer's latency is then the replicator's doing,
+    // not the copy's writeback.
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
 }
 
 /// `liteship-load` at 100 commits/s for `secs` or until `<db>.stop` exists; its latency
@@ -189,6 +206,10 @@ fn run(tool: Tool, work: &Path) -> Sample {
     let (_, restore_rss_mib, ok) = wait(r);
     let restore_s = t.elapsed().as_secs_f64();
     let restored_ok = ok && same_rows(&db, &out);
+    for (l, name) in [(&log, "replicate"), (&rlog, "restore")] {
+        let keep = work.with_file_name(format!("{tool:?}-{name}.log"));
+        std::fs::copy(l, keep).unwrap();
+    }
     Sample {
         restorable_s,
         snapshot_s,
@@ -203,10 +224,13 @@ fn run(tool: Tool, work: &Path) -> Sample {
     }
 }
 
-/// Seconds from `since` until `dir` holds a file.
+/// Seconds from `since` until `dir` holds a complete file (not a `.tmp` being written).
 fn wait_for(dir: &Path, since: Instant) -> f64 {
+    let complete = |e: std::io::Result<std::fs::DirEntry>| {
+        e.is_ok_and(|e| !e.file_name().to_string_lossy().ends_with(".tmp"))
+    };
     loop {
-        if std::fs::read_dir(dir).is_ok_and(|mut d| d.next().is_some()) {
+        if std::fs::read_dir(dir).is_ok_and(|mut d| d.any(complete)) {
             return since.elapsed().as_secs_f64();
         }
         assert!(

@@ -26,14 +26,24 @@ pub fn row_lags_ms(base: &Path, recorded: &Path, writer: i64) -> Vec<f64> {
     std::fs::copy(base, &db).unwrap();
     let f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
     let (mut last_seq, mut lags) = (0i64, Vec::new());
-    for put in puts.range((2, 0)..).map(|(_, p)| p) {
+    for (txids, put) in puts.range((2, 0)..) {
         let file = decode_all(&put.body).expect("a recorded level-0 file decodes");
         let ps = u64::from(file.header.page_size);
         for (pgno, page) in &file.pages {
             f.write_all_at(page, u64::from(*pgno - 1) * ps).unwrap();
         }
         f.set_len(u64::from(file.header.commit) * ps).unwrap();
-        for (seq, t_ms) in rows_after(&db, writer, last_seq) {
+        let rows = rows_after(&db, writer, last_seq);
+        if std::env::var_os("BENCH_LAG_DEBUG").is_some() {
+            eprintln!(
+                "  put {txids:?} answered {} ms: {} pages, {} new rows from t {:?}",
+                put.answered_us / 1000,
+                file.pages.len(),
+                rows.len(),
+                rows.first().map(|r| r.1)
+            );
+        }
+        for (seq, t_ms) in rows {
             lags.push(put.answered_us as f64 / 1000.0 - t_ms as f64);
             last_seq = seq;
         }
