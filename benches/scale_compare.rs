@@ -142,7 +142,7 @@ fn writer(db: &Path, secs: f64) -> Child {
     Command::new(env!("CARGO_BIN_EXE_liteship-load"))
         .arg(db)
         .args(["--rate", "100", "--duration", &secs.to_string()])
-        .args(["--stop-file", &stop])
+        .args(["--stop-file", &stop, "--latency"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()

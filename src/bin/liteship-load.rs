@@ -8,8 +8,8 @@
 //!               [--vacuum-at 30] [--grow-mb 0]
 //! ```
 //!
-//! Prints the number of commits on stdout and the commit latencies on stderr
-//! (`commit latency ms: p50 … p99 … p999 … max …`: a replicator that stalls the
+//! Prints the number of commits on stdout and, with `--latency`, the commit latencies on
+//! stderr (`commit latency ms: p50 … p99 … p999 … max …`: a replicator that stalls the
 //! application shows there).
 
 use std::time::{Duration, Instant};
@@ -51,6 +51,9 @@ struct Args {
     /// Stop early (and report) once this file exists.
     #[arg(long)]
     stop_file: Option<std::path::PathBuf>,
+    /// Print the commit latencies (p50, p99, p999, max) on stderr at the end.
+    #[arg(long)]
+    latency: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -112,7 +115,9 @@ fn main() -> anyhow::Result<()> {
         }
     }
     println!("{n}");
-    eprintln!("{}", latency_line(&mut latencies));
+    if a.latency {
+        eprintln!("{}", latency_line(&mut latencies));
+    }
     Ok(())
 }
 
