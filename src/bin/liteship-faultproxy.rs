@@ -257,20 +257,28 @@ struct Head {
     length: Option<u64>,
     chunked: bool,
     close: bool,
+    /// `Expect: 100-continue`: the proxy answers it itself (the client then sends the
+    /// body) and does not forward the header, so the server answers only once.
+    expect_continue: bool,
 }
 
 async fn read_head<R: AsyncBufReadExt + Unpin>(r: &mut R) -> std::io::Result<Option<Head>> {
     let mut raw = Vec::new();
     let mut first = String::new();
     let (mut length, mut chunked, mut close) = (None, false, false);
+    let mut expect_continue = false;
     loop {
         let mut line = Vec::new();
         let n = r.read_until(b'\n', &mut line).await?;
         if n == 0 {
             return Ok(None);
         }
-        raw.extend_from_slice(&line);
         let text = String::from_utf8_lossy(&line).trim_end().to_string();
+        if text.to_ascii_lowercase().starts_with("expect:") && text.contains("100-continue") {
+            expect_continue = true;
+            continue;
+        }
+        raw.extend_from_slice(&line);
         if first.is_empty() {
             first = text;
             continue;
@@ -294,6 +302,7 @@ async fn read_head<R: AsyncBufReadExt + Unpin>(r: &mut R) -> std::io::Result<Opt
         length,
         chunked,
         close,
+        expect_continue,
     }))
 }
 
@@ -368,6 +377,9 @@ async fn serve(client: TcpStream, upstream: &str, plan: Shared) -> std::io::Resu
                 return Ok(());
             }
             _ => {}
+        }
+        if req.expect_continue {
+            cw.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await?;
         }
         let body = read_body(&mut cr, &req).await?;
         let reply = match fault {
