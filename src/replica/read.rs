@@ -101,14 +101,35 @@ pub fn chunk_specs(files: &[LtxFileInfo], chunk_size: u64) -> Vec<ChunkSpec> {
 }
 
 /// Requests in flight at most, however small the chunks (a young replica's level-0 files
-/// are a few KiB each). 64 keeps a loopback or LAN S3 server busy without opening more
-/// connections than the SDK's pool keeps warm.
-pub const MAX_IN_FLIGHT: usize = 64;
+/// are a few KiB each). Each in-flight request holds one pooled connection. Hundreds are
+/// needed where a response arrives in two parts a delayed ACK apart: an S3 server that
+/// leaves Nagle's algorithm on (Garage does) answers every small GET in ~40 ms whatever
+/// its load, and a remote endpoint adds its round trip to each request the same way; 500
+/// files at 64 in flight took eight such waits. Also bounded by the open-file limit
+/// ([`max_in_flight`]).
+pub const MAX_IN_FLIGHT: usize = 256;
+
+/// [`MAX_IN_FLIGHT`], or fewer when the open-file limit leaves less than twice that many
+/// descriptors spare (one socket each, and the rest for the process).
+pub fn max_in_flight() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct we pass and has no other effect.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur
+    } else {
+        1024
+    };
+    let spare = usize::try_from(soft.saturating_sub(128) / 2).unwrap_or(usize::MAX);
+    spare.clamp(8, MAX_IN_FLIGHT)
+}
 
 /// Starts the downloads; chunks arrive on the returned channel in plan order. The task
 /// stops at the first error (which it sends) or when the receiver is dropped. In flight:
 /// at most `parallelism * chunk_size` bytes (one chunk, whatever its size, when nothing
-/// else is) and [`MAX_IN_FLIGHT`] requests.
+/// else is) and [`max_in_flight`] requests.
 pub fn spawn_fetcher(
     client: Arc<dyn ReplicaClient>,
     specs: Vec<ChunkSpec>,
@@ -117,7 +138,7 @@ pub fn spawn_fetcher(
 ) -> mpsc::Receiver<ChunkResult> {
     let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
     let budget = chunk_size.max(1).saturating_mul(parallelism.max(1) as u64);
-    let max_requests = MAX_IN_FLIGHT.max(parallelism);
+    let max_requests = max_in_flight().max(parallelism);
     tokio::spawn(async move {
         let mut pending = specs.into_iter().peekable();
         let mut inflight = futures::stream::FuturesOrdered::new();

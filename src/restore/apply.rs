@@ -34,6 +34,9 @@ pub struct Applied {
     pub commit: u32,
     pub txid: u64,
     pub pages_written: u64,
+    /// The stored file checksum of the newest file, when it was read in the ordered stream
+    /// (a lone snapshot decoded in parallel ranges leaves it unknown).
+    pub newest_checksum: Option<u64>,
 }
 
 /// Progress callback: (files done, bytes consumed).
@@ -107,6 +110,8 @@ pub struct Merge {
     pages_written: u64,
     /// One bit per page: written (by the newest eligible version).
     written: Vec<u64>,
+    /// The first (newest) file's stored file checksum.
+    newest_checksum: Option<u64>,
 }
 
 impl Default for Merge {
@@ -117,6 +122,7 @@ impl Default for Merge {
             limit: u32::MAX,
             pages_written: 0,
             written: Vec::new(),
+            newest_checksum: None,
         }
     }
 }
@@ -200,7 +206,8 @@ fn apply_file<R: Read>(
             "snapshot is missing page {expect_next}"
         )));
     }
-    dec.finish().map_err(FileError::Ltx)?;
+    let trailer = dec.finish().map_err(FileError::Ltx)?;
+    merge.newest_checksum.get_or_insert(trailer.file_checksum);
     merge.end_file(&h);
     Ok(())
 }
@@ -305,6 +312,7 @@ impl Merge {
             commit,
             txid,
             pages_written: self.pages_written,
+            newest_checksum: self.newest_checksum,
         })
     }
 }

@@ -257,12 +257,19 @@ async fn restore_once(
     opts: &RestoreOptions,
     started: Instant,
 ) -> Result<Outcome, RestoreError> {
-    let levels = list_levels(client.as_ref(), &opts.target).await?;
-    if !matches!(opts.target, Target::Txid(_)) {
-        let legacy = v3::list(client.as_ref()).await?;
-        if v3::should_use(&legacy, &levels, &opts.target) {
-            return restore_v3(client.as_ref(), opts, &legacy, started).await;
+    // Litestream 0.3 data is looked for beside the levels, at the same time.
+    let legacy = async {
+        match opts.target {
+            Target::Txid(_) => Ok(None),
+            _ => v3::list(client.as_ref()).await.map(Some),
         }
+    };
+    let (levels, legacy) = tokio::join!(list_levels(client.as_ref(), &opts.target), legacy);
+    let levels = levels?;
+    if let Some(legacy) = legacy?
+        && v3::should_use(&legacy, &levels, &opts.target)
+    {
+        return restore_v3(client.as_ref(), opts, &legacy, started).await;
     }
     let plan = match plan::plan(&levels, &opts.target) {
         Err(PlanError::NoBackups) if opts.if_replica_exists => return Ok(Outcome::NoBackups),
@@ -279,7 +286,8 @@ async fn restore_once(
         let _ = std::fs::remove_file(&tmp);
     }
     let applied = res?;
-    let last = restored_from(client.as_ref(), plan.effective_files().last()).await;
+    let last = plan.effective_files().last();
+    let last = restored_from(client.as_ref(), last, applied.newest_checksum).await;
     write_lineage(&opts.output, &location, applied.txid, last);
     Ok(Outcome::Restored(Report {
         txid: applied.txid,
@@ -342,16 +350,21 @@ async fn restore_v3(
 ///
 /// Staged level-0 files next to the output describe the file it replaced, not this one:
 /// they are removed, so that `replicate` continues from the marker with a full image.
-/// The replica file a restore ended with, by name, size and stored checksum (one small
-/// ranged read). `None` when it cannot be read: replicate then writes a full image.
+/// The replica file a restore ended with, by name, size and stored checksum (`checksum`
+/// when the restore read it, else one small ranged read). `None` when it cannot be read:
+/// replicate then writes a full image.
 async fn restored_from(
     client: &dyn ReplicaClient,
     f: Option<&LtxFileInfo>,
+    checksum: Option<u64>,
 ) -> Option<crate::db::RestoredFile> {
     let f = f?;
-    let t = crate::replica::read::trailer(client, f.level, f.min_txid, f.max_txid, f.size)
-        .await
-        .ok()?;
+    let t = match checksum {
+        Some(c) => c.to_be_bytes(),
+        None => crate::replica::read::trailer(client, f.level, f.min_txid, f.max_txid, f.size)
+            .await
+            .ok()?,
+    };
     Some(crate::db::RestoredFile {
         level: f.level,
         min_txid: format!("{:016x}", f.min_txid),
