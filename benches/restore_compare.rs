@@ -11,6 +11,9 @@
 //! (per-request latency, not bandwidth, is the limit there).
 //! Results are recorded in BENCHMARKS.md by hand.
 
+#[path = "common/procs.rs"]
+#[allow(dead_code)] // the replicate helpers are for the other benches
+mod procs;
 #[path = "../tests/it/support/mod.rs"]
 mod support;
 
@@ -25,34 +28,21 @@ use support::s3::TestBucket;
 
 struct Run {
     wall: Duration,
-    max_rss_kib: i64,
+    max_rss_mib: f64,
 }
 
-/// Runs a command and reads its peak RSS with wait4.
+/// Runs a command: its wall time and peak RSS (`VmHWM`, see `procs::wait`).
 fn measure(mut cmd: Command) -> Run {
     let start = Instant::now();
-    // The child is reaped by wait4 below, which also reports its peak RSS.
-    #[allow(clippy::zombie_processes)]
     let child = cmd
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let pid = child.id() as i32;
-    let mut status = 0;
-    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
-    // SAFETY: pid is our child; status and ru are valid out-pointers.
-    let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    let (_, max_rss_mib, ok) = procs::wait(child);
     let wall = start.elapsed();
-    assert_eq!(r, pid);
-    assert!(
-        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
-        "command failed: {cmd:?}"
-    );
-    Run {
-        wall,
-        max_rss_kib: ru.ru_maxrss,
-    }
+    assert!(ok, "command failed: {cmd:?}");
+    Run { wall, max_rss_mib }
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {
@@ -170,9 +160,9 @@ fn measure_rounds(
             std::thread::sleep(Duration::from_secs(1));
             let r = measure(cmd);
             eprintln!(
-                "{name}: {:.2}s, {} MiB peak RSS",
+                "{name}: {:.2}s, {:.1} MiB peak RSS",
                 r.wall.as_secs_f64(),
-                r.max_rss_kib / 1024
+                r.max_rss_mib
             );
             rows.push((round, name, r));
         }
@@ -324,10 +314,10 @@ async fn main() {
     println!("\n| run | tool | wall (s) | peak RSS (MiB) |\n|---|---|---|---|");
     for (round, name, r) in &rows {
         println!(
-            "| {} | {name} | {:.2} | {} |",
+            "| {} | {name} | {:.2} | {:.1} |",
             round + 1,
             r.wall.as_secs_f64(),
-            r.max_rss_kib / 1024
+            r.max_rss_mib
         );
     }
     let median = |tool: &str| {

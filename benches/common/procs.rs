@@ -71,26 +71,40 @@ pub fn stop(child: Child, log: &Path) -> (f64, f64) {
 /// Waits for the child to exit: CPU seconds, peak RSS (MiB) and whether it exited 0.
 ///
 /// Peak RSS is the kernel's high-water mark of the process's own memory (`VmHWM`), read
-/// until it exits: wait4's `ru_maxrss` also holds the memory of the process that spawned
-/// it (the kernel carries the pre-exec high-water mark over exec), which overstated small
-/// processes by this benchmark's own size.
+/// every few milliseconds by a second thread until it exits: wait4's `ru_maxrss` also holds
+/// the memory of the process that spawned it (the kernel carries the pre-exec high-water
+/// mark over exec), which overstated small processes by this benchmark's own size. This
+/// thread blocks in wait4, so the caller's wall clock stops when the child exits.
 pub fn wait(child: Child) -> (f64, f64, bool) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     let pid = child.id() as i32;
     std::mem::forget(child);
-    let mut hwm_kib = 0;
-    while let Some(k) = vm_hwm_kib(pid) {
-        hwm_kib = k;
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let (hwm, done) = (
+        Arc::new(AtomicU64::new(0)),
+        Arc::new(AtomicBool::new(false)),
+    );
+    let poller = {
+        let (hwm, done) = (hwm.clone(), done.clone());
+        std::thread::spawn(move || {
+            while !done.load(Ordering::Relaxed) {
+                let Some(k) = vm_hwm_kib(pid) else { break };
+                hwm.fetch_max(k, Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        })
+    };
     let (mut status, mut ru) = (0, unsafe { std::mem::zeroed::<libc::rusage>() });
     // SAFETY: valid out-pointers; the child is ours and reaped only here.
     let r = unsafe { libc::wait4(pid, &mut status, 0, &mut ru) };
+    done.store(true, Ordering::Relaxed);
+    poller.join().unwrap();
     assert_eq!(r, pid);
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
     (
         secs(ru.ru_utime) + secs(ru.ru_stime),
-        hwm_kib as f64 / 1024.0,
+        hwm.load(Ordering::Relaxed) as f64 / 1024.0,
         ok,
     )
 }
