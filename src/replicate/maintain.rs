@@ -23,6 +23,13 @@ pub struct Schedule {
     cleaned_at: Option<(u64, u64)>,
 }
 
+impl Schedule {
+    /// An upload round just cleaned up the staged files for these level marks.
+    pub(crate) fn cleaned(&mut self, remote: &RemoteIndex) {
+        self.cleaned_at = Some((remote.level_max(0), remote.level_max(1)));
+    }
+}
+
 impl DbReplicator {
     /// Runs the periodic jobs that are due. Every job runs even when an earlier one failed
     /// (a compaction that keeps failing must not stop snapshots); each failure is reported
@@ -73,7 +80,7 @@ impl DbReplicator {
         let marks = (remote.level_max(0), remote.level_max(1));
         if sched.cleaned_at != Some(marks) {
             match self.remove_uploaded(remote).await {
-                Ok(()) => sched.cleaned_at = Some(marks),
+                Ok(_) => sched.cleaned_at = Some(marks),
                 Err(e) => failures.push(("removing uploaded staged files".into(), e)),
             }
         }

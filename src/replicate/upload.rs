@@ -111,6 +111,8 @@ impl DbReplicator {
     ) -> bool {
         st.backoff = None;
         st.retry_at = None;
+        // `upload_pending` ended by removing what the replica holds: no second pass now.
+        st.maint.cleaned(remote);
         self.health.clear(Component::Upload); // logs "upload recovered"
         let pos = remote.position();
         if pos != st.marker.1
@@ -190,7 +192,7 @@ impl DbReplicator {
         remote: &mut RemoteIndex,
     ) -> Result<bool, ReplicateError> {
         let start = remote.position();
-        let staged = self.staged().await?;
+        let staged = self.staged()?;
         let (run, gap) = pending_run(&staged, start, self.cfg.replica.max_sync_ltx_files);
         let mut pos = start;
         if run.len() >= super::backlog::MERGE_FROM {
@@ -211,13 +213,14 @@ impl DbReplicator {
         // The position as of the last sync (the sync loop mirrors it into the health
         // state): no handoff to the database's thread for it.
         let local_txid = self.health.snapshot().local_txid;
-        // Anything staged above the new position (including files staged meanwhile) is
-        // still pending; its header timestamp is its commit time.
-        let staged = self.staged().await?;
-        let next = staged.iter().copied().find(|t| *t > pos);
+        self.note_chain_start(remote);
+        // Anything still staged above the new position (including files staged meanwhile)
+        // is pending; its header timestamp is its commit time.
+        let kept = self.remove_uploaded(remote).await?;
+        let next = kept.iter().copied().find(|t| *t > pos);
         match next {
             Some(t) => {
-                let ts = header_timestamp(&self.meta.l0_path(t)).await?;
+                let ts = header_timestamp(&self.meta.l0_path(t))?;
                 self.health.set_pending_since(Some(ts));
             }
             None if local_txid <= pos && self.health.problem(Component::Sync).is_none() => {
@@ -225,15 +228,13 @@ impl DbReplicator {
             }
             None => {}
         }
-        self.note_chain_start(remote);
-        self.remove_uploaded(remote).await?;
         Ok(next.is_some())
     }
 
     /// Uploads the staged file `txid` as a level-0 object.
     async fn upload_one(&self, remote: &mut RemoteIndex, txid: u64) -> Result<(), ReplicateError> {
         let path = self.meta.l0_path(txid);
-        let ts = header_timestamp(&path).await?;
+        let ts = header_timestamp(&path)?;
         self.attempted
             .fetch_max(txid, std::sync::atomic::Ordering::Relaxed);
         let info = self.put_file(0, txid, txid, &path, ts).await?;
@@ -258,7 +259,7 @@ impl DbReplicator {
     /// Staged TXIDs: a listing of the local staging directory, made inline. It takes
     /// microseconds; a handoff to a blocking thread costs more than that in futex wakeups
     /// and context switches, and with 100 databases it ran several times per second each.
-    pub(crate) async fn staged(&self) -> Result<Vec<u64>, ReplicateError> {
+    pub(crate) fn staged(&self) -> Result<Vec<u64>, ReplicateError> {
         self.meta.staged().map_err(|e| {
             ReplicateError::Fs(crate::fsutil::FsError::new("list", &self.meta.l0_dir, e))
         })
@@ -277,15 +278,19 @@ impl DbReplicator {
     }
 
     /// Removes staged files that are in the replica and, where compaction levels exist,
-    /// already compacted into level 1. The newest staged file always stays.
-    pub(crate) async fn remove_uploaded(&self, remote: &RemoteIndex) -> Result<(), ReplicateError> {
+    /// already compacted into level 1. The newest staged file always stays. Returns the
+    /// TXIDs still staged (one listing serves the caller too).
+    pub(crate) async fn remove_uploaded(
+        &self,
+        remote: &RemoteIndex,
+    ) -> Result<Vec<u64>, ReplicateError> {
         let uploaded = remote.level_max(0);
         let compacted = if self.g.levels.is_empty() {
             uploaded
         } else {
             remote.level_max(1)
         };
-        let bytes = self
+        let (kept, bytes) = self
             .db()
             .call(move |db| {
                 let staged = db.meta().staged_sizes()?;
@@ -295,7 +300,8 @@ impl DbReplicator {
                     .partition(|(t, _)| *t <= uploaded && *t <= compacted && *t != newest);
                 let done: Vec<u64> = done.into_iter().map(|(t, _)| t).collect();
                 db.meta().remove(&done)?;
-                Ok::<_, std::io::Error>(kept.iter().map(|(_, size)| size).sum::<u64>())
+                let bytes = kept.iter().map(|(_, size)| size).sum::<u64>();
+                Ok::<_, std::io::Error>((kept.into_iter().map(|(t, _)| t).collect(), bytes))
             })
             .await?
             .map_err(|e| {
@@ -305,7 +311,7 @@ impl DbReplicator {
             .staging_bytes
             .with_label_values(&[&self.label])
             .set(bytes as i64);
-        Ok(())
+        Ok(kept)
     }
 
     /// While the replica is unreachable, staged files pile up. Past the limit they are
@@ -485,7 +491,7 @@ fn pending_run(staged: &[u64], start: u64, max: usize) -> (Vec<u64>, Option<u64>
 
 /// The header timestamp of a staged file (its commit time): one 100-byte read of a local
 /// file, made inline (see [`DbReplicator::staged`]).
-pub(crate) async fn header_timestamp(path: &std::path::Path) -> Result<i64, ReplicateError> {
+pub(crate) fn header_timestamp(path: &std::path::Path) -> Result<i64, ReplicateError> {
     use std::os::unix::fs::FileExt;
     let io = |e| crate::fsutil::FsError::new("read", path, e);
     let f = std::fs::File::open(path).map_err(io)?;
