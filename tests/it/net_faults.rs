@@ -324,3 +324,43 @@ async fn a_backlog_goes_up_merged_and_both_tools_continue_it() {
     assert!(status.success());
     assert_restores_equal(dir.path(), &st.tb.url(), Some(&st.tb.config), &db);
 }
+
+/// A multipart upload streams each part from its range of the file: a part whose body
+/// breaks off mid-way, one answered 500 and one answered 503 are sent again from their
+/// own range, and the object holds exactly the file's bytes.
+#[tokio::test(flavor = "multi_thread")]
+async fn streamed_multipart_parts_are_resent_from_their_range() {
+    use liteship::replica::{Body, ReplicaClient, s3::S3Replica};
+    use tokio::io::AsyncReadExt;
+    let st = Setup::new().await;
+    let via = S3Config {
+        part_size: 5 * 1024 * 1024,
+        ..st.via.clone()
+    };
+    let client = S3Replica::new(&via, &crate::support::s3::test_tuning())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let big: Vec<u8> = (0..(11u64 << 20) + 17)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let path = dir.path().join("big.ltx");
+    std::fs::write(&path, &big).unwrap();
+    st.proxy.cmd("next reset-upload 1 PUT partNumber=2");
+    st.proxy.cmd("next 500 1 PUT partNumber=3");
+    st.proxy.cmd("next 503 1 PUT partNumber=1");
+    let info = client
+        .write(9, 1, 0x200, Body::File(path), 1_700_000_000_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        st.proxy.pending(),
+        0,
+        "every planned fault met a part upload"
+    );
+    assert_eq!(info.size, big.len() as u64);
+    let mut r = st.tb.replica.open(9, 1, 0x200, 0, None).await.unwrap();
+    let mut got = Vec::new();
+    r.read_to_end(&mut got).await.unwrap();
+    assert!(got == big, "the object differs from the file");
+}
