@@ -317,6 +317,7 @@ impl S3Replica {
         &self,
         key: &str,
         path: &std::path::Path,
+        size: u64,
         ts: &str,
     ) -> Result<(), StorageError> {
         let (c_alg, c_key, c_md5) = self.sse_c();
@@ -337,7 +338,7 @@ impl S3Replica {
             .await
             .map_err(|e| self.map_err("create multipart upload", key, e))?;
         let upload_id = created.upload_id().unwrap_or_default().to_string();
-        let res = self.upload_parts(key, path, &upload_id).await;
+        let res = self.upload_parts(key, path, size, &upload_id).await;
         match res {
             Ok(parts) => {
                 self.client
@@ -381,29 +382,16 @@ impl S3Replica {
         &self,
         key: &str,
         path: &std::path::Path,
+        size: u64,
         upload_id: &str,
     ) -> Result<Vec<CompletedPart>, StorageError> {
-        let size = tokio::fs::metadata(path)
-            .await
-            .map_err(|e| StorageError::io("stat", path.display(), e))?
-            .len();
         let part_size = super::url::effective_part_size(self.part_size, size);
         let count = size.div_ceil(part_size).max(1);
         let mut parts = Vec::new();
         for number in 1..=count {
             let offset = (number - 1) * part_size;
             let len = part_size.min(size - offset);
-            let body = ByteStream::read_from()
-                .path(path)
-                .offset(offset)
-                .length(aws_smithy_types::byte_stream::Length::Exact(len))
-                .build()
-                .await
-                .map_err(|e| StorageError::Other {
-                    op: "read",
-                    key: path.display().to_string(),
-                    message: e.to_string(),
-                })?;
+            let body = file_body(path, offset, len).await?;
             let (c_alg, c_key, c_md5) = self.sse_c();
             let out = self
                 .client
@@ -431,6 +419,26 @@ impl S3Replica {
         }
         Ok(parts)
     }
+}
+
+/// A request body streamed from `len` bytes of `path` at `offset` (64 KiB reads; a
+/// retried attempt reads the range again). A file shorter than that fails the request.
+async fn file_body(
+    path: &std::path::Path,
+    offset: u64,
+    len: u64,
+) -> Result<ByteStream, StorageError> {
+    ByteStream::read_from()
+        .path(path)
+        .offset(offset)
+        .length(aws_smithy_types::byte_stream::Length::Exact(len))
+        .build()
+        .await
+        .map_err(|e| StorageError::Other {
+            op: "read",
+            key: path.display().to_string(),
+            message: e.to_string(),
+        })
 }
 
 #[async_trait]
@@ -603,17 +611,10 @@ impl ReplicaClient for S3Replica {
                     .map_err(|e| StorageError::io("stat", path.display(), e))?
                     .len();
                 if n < self.part_size {
-                    let stream =
-                        ByteStream::from_path(&path)
-                            .await
-                            .map_err(|e| StorageError::Other {
-                                op: "read",
-                                key: path.display().to_string(),
-                                message: e.to_string(),
-                            })?;
+                    let stream = file_body(&path, 0, n).await?;
                     self.put(&key, stream, n, &ts).await?;
                 } else {
-                    self.put_multipart(&key, &path, &ts).await?;
+                    self.put_multipart(&key, &path, n, &ts).await?;
                 }
                 n
             }

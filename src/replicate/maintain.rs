@@ -23,10 +23,15 @@ pub struct Schedule {
     cleaned_at: Option<(u64, u64)>,
 }
 
+/// What decides whether staged files need cleaning up: level 0's and level 1's newest TXIDs.
+fn clean_marks(remote: &RemoteIndex) -> (u64, u64) {
+    (remote.level_max(0), remote.level_max(1))
+}
+
 impl Schedule {
     /// An upload round just cleaned up the staged files for these level marks.
     pub(crate) fn cleaned(&mut self, remote: &RemoteIndex) {
-        self.cleaned_at = Some((remote.level_max(0), remote.level_max(1)));
+        self.cleaned_at = Some(clean_marks(remote));
     }
 }
 
@@ -77,7 +82,7 @@ impl DbReplicator {
                 failures.push(("level-0 retention".into(), e));
             }
         }
-        let marks = (remote.level_max(0), remote.level_max(1));
+        let marks = clean_marks(remote);
         if sched.cleaned_at != Some(marks) {
             match self.remove_uploaded(remote).await {
                 Ok(_) => sched.cleaned_at = Some(marks),
