@@ -6,8 +6,9 @@
 //! there. Leftover `.tmp` files are removed by whoever owns the directory at start.
 
 use std::fs::{self, File};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 /// A filesystem operation that failed, with the path it failed on.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +54,30 @@ pub fn sync_dir(dir: &Path) -> Result<(), FsError> {
         .map_err(|e| FsError::new("fsync directory", dir, e))
 }
 
+/// The process's open-file limit (soft, hard); `None` if it cannot be read.
+pub fn nofile_limit() -> Option<(libc::rlim_t, libc::rlim_t)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct we pass and has no other effect.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0;
+    ok.then_some((lim.rlim_cur, lim.rlim_max))
+}
+
+/// Raises the soft limit on open files to the hard limit (as Go programs do), so that a
+/// burst of connections cannot starve replication of descriptors (best effort).
+pub fn raise_nofile_limit() {
+    if let Some((_, hard)) = nofile_limit().filter(|(soft, hard)| soft < hard) {
+        let lim = libc::rlimit {
+            rlim_cur: hard,
+            rlim_max: hard,
+        };
+        // SAFETY: setrlimit reads the struct we pass; no other effect.
+        unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    }
+}
+
 /// The directory a path lives in (`.` for a bare name).
 pub fn parent_dir(path: &Path) -> &Path {
     path.parent()
@@ -91,9 +116,8 @@ pub enum Source<'a> {
 /// removed and `path` is untouched.
 pub fn write_atomic(path: &Path, src: Source<'_>) -> Result<u64, FsError> {
     let dir = parent_dir(path);
-    fs::create_dir_all(dir).map_err(|e| FsError::new("create directory", dir, e))?;
     let tmp = tmp_path(path);
-    let res = write_tmp(&tmp, src).and_then(|size| {
+    let res = write_tmp(&tmp, src, None).and_then(|size| {
         fs::rename(&tmp, path).map_err(|e| FsError::new("rename", &tmp, e))?;
         sync_dir(dir)?;
         Ok(size)
@@ -110,11 +134,12 @@ pub const CREATE_NEW: &str = "create new";
 /// Like [`write_atomic`] but never replaces: the temp file is hard-linked to `path`, which
 /// fails with `AlreadyExists` if `path` exists (on a filesystem without hard links, a
 /// rename after an existence check). The directory is fsynced; the temp file removed.
-pub fn write_new(path: &Path, src: Source<'_>) -> Result<u64, FsError> {
+/// `mtime`, if given, becomes the file's modification and access time, set before the
+/// fsync so that it is as durable as the bytes.
+pub fn write_new(path: &Path, src: Source<'_>, mtime: Option<SystemTime>) -> Result<u64, FsError> {
     let dir = parent_dir(path);
-    fs::create_dir_all(dir).map_err(|e| FsError::new("create directory", dir, e))?;
     let tmp = tmp_path(path);
-    let res = write_tmp(&tmp, src).and_then(|size| {
+    let res = write_tmp(&tmp, src, mtime).and_then(|size| {
         match fs::hard_link(&tmp, path) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
@@ -141,8 +166,18 @@ pub fn write_new(path: &Path, src: Source<'_>) -> Result<u64, FsError> {
     res
 }
 
-fn write_tmp(tmp: &Path, src: Source<'_>) -> Result<u64, FsError> {
-    let mut f = File::create(tmp).map_err(|e| FsError::new("create", tmp, e))?;
+/// Writes and fsyncs `tmp`, creating its directory when it is missing (checked by the
+/// create itself: no `mkdir` per write).
+fn write_tmp(tmp: &Path, src: Source<'_>, mtime: Option<SystemTime>) -> Result<u64, FsError> {
+    let mut f = match File::create(tmp) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let dir = parent_dir(tmp);
+            fs::create_dir_all(dir).map_err(|e| FsError::new("create directory", dir, e))?;
+            File::create(tmp)
+        }
+        r => r,
+    }
+    .map_err(|e| FsError::new("create", tmp, e))?;
     let size = match src {
         Source::Bytes(b) => {
             f.write_all(b).map_err(|e| FsError::new("write", tmp, e))?;
@@ -150,27 +185,17 @@ fn write_tmp(tmp: &Path, src: Source<'_>) -> Result<u64, FsError> {
         }
         Source::File(from) => {
             let mut r = File::open(from).map_err(|e| FsError::new("open", from, e))?;
-            copy(&mut r, &mut f).map_err(|e| FsError::new("write", tmp, e))?
+            // copy_file_range on Linux: the bytes do not pass through user space.
+            std::io::copy(&mut r, &mut f).map_err(|e| FsError::new("write", tmp, e))?
         }
     };
+    if let Some(t) = mtime {
+        let times = fs::FileTimes::new().set_accessed(t).set_modified(t);
+        f.set_times(times)
+            .map_err(|e| FsError::new("set mtime of", tmp, e))?;
+    }
     f.sync_all().map_err(|e| FsError::new("fsync", tmp, e))?;
     Ok(size)
-}
-
-/// Copy buffer: large enough that a file-replica upload is a few syscalls per MiB.
-const COPY_BUFFER: usize = 256 * 1024;
-
-fn copy(r: &mut File, w: &mut File) -> std::io::Result<u64> {
-    let mut buf = vec![0u8; COPY_BUFFER];
-    let mut total = 0u64;
-    loop {
-        let n = r.read(&mut buf)?;
-        if n == 0 {
-            return Ok(total);
-        }
-        w.write_all(&buf[..n])?;
-        total += n as u64;
-    }
 }
 
 /// Removes leftover `*.tmp` files in `dir` (a missing directory is fine).
@@ -212,27 +237,28 @@ mod tests {
     fn write_new_never_replaces() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.ltx");
-        assert_eq!(write_new(&p, Source::Bytes(b"mine")).unwrap(), 4);
-        let e = write_new(&p, Source::Bytes(b"theirs")).unwrap_err();
+        assert_eq!(write_new(&p, Source::Bytes(b"mine"), None).unwrap(), 4);
+        let e = write_new(&p, Source::Bytes(b"theirs"), None).unwrap_err();
         assert_eq!(e.source.kind(), std::io::ErrorKind::AlreadyExists);
         assert_eq!(fs::read(&p).unwrap(), b"mine");
         assert!(!tmp_path(&p).exists());
     }
 
-    /// A file where the level directory should be: EEXIST from creating the directory is
-    /// an I/O error, not "the object exists" (it was read as another writer's upload and
+    /// A file where the level directory should be: an I/O error (ENOTDIR from creating the
+    /// temp file), not "the object exists" (it was read as another writer's upload and
     /// stopped replication as a lost lease).
     #[test]
     fn directory_in_the_way_is_not_an_existing_object() {
         use crate::replica::StorageError;
         let dir = tempfile::tempdir().unwrap();
         fs::write(dir.path().join("0"), b"not a directory").unwrap();
-        let e = write_new(&dir.path().join("0/x.ltx"), Source::Bytes(b"mine")).unwrap_err();
-        assert_eq!(e.source.kind(), std::io::ErrorKind::AlreadyExists);
+        let e = write_new(&dir.path().join("0/x.ltx"), Source::Bytes(b"mine"), None).unwrap_err();
+        assert_eq!(e.source.kind(), std::io::ErrorKind::NotADirectory);
+        assert!(e.to_string().contains("0/x.ltx.tmp"), "{e}");
         assert!(matches!(StorageError::from(e), StorageError::Io { .. }));
         let p = dir.path().join("x.ltx");
-        write_new(&p, Source::Bytes(b"mine")).unwrap();
-        let e = write_new(&p, Source::Bytes(b"theirs")).unwrap_err();
+        write_new(&p, Source::Bytes(b"mine"), None).unwrap();
+        let e = write_new(&p, Source::Bytes(b"theirs"), None).unwrap_err();
         assert!(matches!(
             StorageError::from(e),
             StorageError::PreconditionFailed { .. }

@@ -16,7 +16,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    raise_fd_limit();
+    liteship::fsutil::raise_nofile_limit();
     liteship::configure_sqlite();
     if matches!(
         cli.command,
@@ -108,21 +108,5 @@ fn limit_malloc_arenas() {
     // SAFETY: mallopt only changes allocator parameters (and is thread-safe).
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
-}
-
-/// Raises the soft limit on open files to the hard limit (as Go programs do), so that a
-/// burst of connections cannot starve replication of descriptors.
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit write/read the struct we pass; no other effects.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
     }
 }

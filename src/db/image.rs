@@ -41,6 +41,9 @@ impl Db {
         growth_from: Option<u32>,
     ) -> Result<u64, SyncError> {
         let tmp = crate::fsutil::tmp_path(path);
+        if path.parent() == Some(self.meta.l0_dir.as_path()) {
+            self.meta.take_spare(&tmp);
+        }
         let res = self.encode_to(&tmp, header, wal_pages, growth_from);
         if res.is_err() {
             let _ = std::fs::remove_file(&tmp);

@@ -1,8 +1,8 @@
 //! The `file` replica backend in Litestream's layout: `<root>/ltx/<level>/<min>-<max>.ltx`.
 //!
-//! Every write goes to `<name>.tmp`, is fsynced, renamed over the final name, and the
-//! directory is fsynced; then the file's mtime and atime are set to the LTX header
-//! timestamp, which Litestream reads back as the file's creation time (spec 2.1).
+//! Every write goes to `<name>.tmp` with its mtime and atime set to the LTX header
+//! timestamp (which Litestream reads back as the file's creation time, spec 2.1), is
+//! fsynced, linked to the final name (never replacing), and the directory is fsynced.
 
 use std::fs;
 use std::io::{Seek, SeekFrom};
@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use async_trait::async_trait;
-use filetime::FileTime;
 
 use bytes::Bytes;
 
@@ -118,10 +117,7 @@ impl ReplicaClient for FileReplica {
     ) -> Result<LtxFileInfo, StorageError> {
         let path = self.path(level, min_txid, max_txid);
         blocking(move || {
-            let size = write_body(&path, body)?;
-            let t = FileTime::from_system_time(system_time_from_ms(timestamp_ms));
-            filetime::set_file_times(&path, t, t)
-                .map_err(|e| StorageError::io("set mtime of", path.display(), e))?;
+            let size = write_body(&path, body, system_time_from_ms(timestamp_ms))?;
             Ok(LtxFileInfo {
                 level,
                 min_txid,
@@ -287,10 +283,12 @@ fn list_dir(dir: &Path, level: u8) -> Result<Vec<LtxFileInfo>, StorageError> {
 }
 
 /// Creates `path` with `body` atomically, never replacing (see [`fsutil::write_new`]).
-fn write_body(path: &Path, body: Body) -> Result<u64, StorageError> {
+/// The header timestamp becomes the file's mtime (Litestream reads it back as the
+/// object's creation time).
+fn write_body(path: &Path, body: Body, mtime: SystemTime) -> Result<u64, StorageError> {
     let res = match &body {
-        Body::Bytes(b) => fsutil::write_new(path, Source::Bytes(b)),
-        Body::File(src) => fsutil::write_new(path, Source::File(src)),
+        Body::Bytes(b) => fsutil::write_new(path, Source::Bytes(b), Some(mtime)),
+        Body::File(src) => fsutil::write_new(path, Source::File(src), Some(mtime)),
     };
     res.map_err(StorageError::from)
 }

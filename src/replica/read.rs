@@ -112,16 +112,7 @@ pub const MAX_IN_FLIGHT: usize = 256;
 /// [`MAX_IN_FLIGHT`], or fewer when the open-file limit leaves less than twice that many
 /// descriptors spare (one socket each, and the rest for the process).
 pub fn max_in_flight() -> usize {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit writes the struct we pass and has no other effect.
-    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
-        lim.rlim_cur
-    } else {
-        1024
-    };
+    let soft = crate::fsutil::nofile_limit().map_or(1024, |(soft, _)| soft);
     let spare = usize::try_from(soft.saturating_sub(128) / 2).unwrap_or(usize::MAX);
     spare.clamp(8, MAX_IN_FLIGHT)
 }

@@ -97,6 +97,9 @@ pub struct DbReplicator {
     /// is retried with exactly the same inputs (the merge is deterministic), so an object
     /// that did arrive is recognised instead of overlapped by a longer one.
     pub(crate) merge_retry: std::sync::Mutex<Option<(u64, u64)>>,
+    /// The last clean-up of uploaded staged files: the TXID up to which it removed, and
+    /// the newest staged file it had to keep at or below that TXID (see `remove_uploaded`).
+    pub(crate) cleaned: std::sync::Mutex<Option<(u64, Option<u64>)>>,
 }
 
 /// How start-up ended.
@@ -135,6 +138,7 @@ impl DbReplicator {
             lease,
             attempted: Default::default(),
             merge_retry: Default::default(),
+            cleaned: Default::default(),
             previous_holder: Default::default(),
         }
     }

@@ -279,17 +279,29 @@ impl DbReplicator {
 
     /// Removes staged files that are in the replica and, where compaction levels exist,
     /// already compacted into level 1. The newest staged file always stays. Returns the
-    /// TXIDs still staged (one listing serves the caller too).
+    /// TXIDs still staged (one listing serves the caller too). When nothing became
+    /// removable since the last clean-up (the limit did not move; the newest file it kept
+    /// is still the newest) it only lists, inline: no handoff to the database's thread,
+    /// which with many databases was one per database per second.
     pub(crate) async fn remove_uploaded(
         &self,
         remote: &RemoteIndex,
     ) -> Result<Vec<u64>, ReplicateError> {
         let uploaded = remote.level_max(0);
-        let compacted = if self.g.levels.is_empty() {
+        let limit = if self.g.levels.is_empty() {
             uploaded
         } else {
-            remote.level_max(1)
+            uploaded.min(remote.level_max(1))
         };
+        let last = *self.cleaned.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((done_to, kept_newest)) = last
+            && done_to == limit
+        {
+            let staged = self.staged()?;
+            if kept_newest.is_none() || staged.last() == kept_newest.as_ref() {
+                return Ok(staged);
+            }
+        }
         let (kept, bytes) = self
             .db()
             .call(move |db| {
@@ -297,9 +309,8 @@ impl DbReplicator {
                 let newest = staged.last().map_or(0, |(t, _)| *t);
                 let (done, kept): (Vec<_>, Vec<_>) = staged
                     .into_iter()
-                    .partition(|(t, _)| *t <= uploaded && *t <= compacted && *t != newest);
-                let done: Vec<u64> = done.into_iter().map(|(t, _)| t).collect();
-                db.meta().remove(&done)?;
+                    .partition(|(t, _)| *t <= limit && *t != newest);
+                db.meta().retire(&done)?;
                 let bytes = kept.iter().map(|(_, size)| size).sum::<u64>();
                 Ok::<_, std::io::Error>((kept.into_iter().map(|(t, _)| t).collect(), bytes))
             })
@@ -307,6 +318,9 @@ impl DbReplicator {
             .map_err(|e| {
                 crate::fsutil::FsError::new("remove staged files in", &self.meta.l0_dir, e)
             })?;
+        let kept: Vec<u64> = kept;
+        let blocked = kept.last().copied().filter(|t| *t <= limit);
+        *self.cleaned.lock().unwrap_or_else(|e| e.into_inner()) = Some((limit, blocked));
         self.metrics
             .staging_bytes
             .with_label_values(&[&self.label])
