@@ -13,7 +13,8 @@
 //! Run: `cargo bench --bench replicate_compare` (or `benches/compare/run.sh`). Settings:
 //! `BENCH_RATES` (commits/s, default `100,1000`; empty for none), `BENCH_SECS` (seconds of
 //! writes, default 60), `BENCH_ROUNDS` (default 2), `BENCH_DB_MB` (database size before the
-//! writes, default 4). Results are recorded in BENCHMARKS.md by hand.
+//! writes, default 4), `BENCH_SETTLE_SECS` (pause before the many-database runs, default
+//! 65). Results are recorded in BENCHMARKS.md by hand.
 
 #[path = "../tests/it/support/mod.rs"]
 mod support;
@@ -191,7 +192,11 @@ fn median(v: &[&Sample], f: impl Fn(&Sample) -> f64) -> f64 {
 }
 
 /// `n` databases in one replicator, file replicas, one commit per database per second.
-fn run_many(tool: Tool, n: usize, secs: u64) -> Sample {
+/// The directory is kept in `keep` until every run is done: deleting thousands of files
+/// between runs made the next run's file creations slower (ext4 without a journal skips
+/// recently deleted inodes one by one for a minute or more), so a tool's figure depended
+/// on what ran before it.
+fn run_many(tool: Tool, n: usize, secs: u64, keep: &mut Vec<tempfile::TempDir>) -> Sample {
     let dir = tempfile::tempdir().unwrap();
     let mut yml = String::from("dbs:\n");
     let conns: Vec<rusqlite::Connection> = (0..n)
@@ -227,10 +232,25 @@ fn run_many(tool: Tool, n: usize, secs: u64) -> Sample {
     }
     std::thread::sleep(Duration::from_secs(5));
     let (cpu_s, rss_mib) = stop(child, &log);
+    drop(conns);
+    keep.push(dir);
     Sample {
         cpu_s,
         rss_mib,
         ..Sample::default()
+    }
+}
+
+/// Before the first many-database run: flush, then wait out the window in which files
+/// deleted by the earlier runs still slow down inode allocation (`BENCH_SETTLE_SECS`,
+/// default 65: ext4 treats an inode as recently deleted for 60 s once its table block is
+/// written back).
+fn settle() {
+    let secs: u64 = env_or("BENCH_SETTLE_SECS", 65);
+    if secs > 0 {
+        eprintln!("settling {secs} s before the many-database runs...");
+        let _ = std::process::Command::new("sync").status();
+        std::thread::sleep(Duration::from_secs(secs));
     }
 }
 
@@ -268,7 +288,11 @@ async fn main() {
     let rounds: usize = env_or("BENCH_ROUNDS", 2);
     let srv = own_garage();
     let mut rows: Vec<(Workload, Tool, Sample)> = Vec::new();
+    let mut kept_dirs = Vec::new();
     for &w in &workloads {
+        if matches!(w, Workload::Many(_)) {
+            settle();
+        }
         for round in 0..rounds {
             let order = if round % 2 == 0 {
                 [Tool::Litestream, Tool::Liteship]
@@ -279,7 +303,7 @@ async fn main() {
                 eprintln!("{w}, round {}, {tool:?}...", round + 1);
                 let s = match w {
                     Workload::Rate(rate) => run(tool, rate, secs, &srv).await,
-                    Workload::Many(n) => run_many(tool, n, secs),
+                    Workload::Many(n) => run_many(tool, n, secs, &mut kept_dirs),
                 };
                 eprintln!(
                     "  CPU {:.2} s, RSS {:.1} MiB, up {:.2} MB, lag p50/p99 {:.0}/{:.0} ms",

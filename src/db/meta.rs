@@ -33,21 +33,30 @@ pub const SPARES: usize = 64;
 /// Larger staged files are deleted, not kept: spares hold disk space until reused.
 pub const SPARE_MAX_BYTES: u64 = 256 * 1024;
 
-/// Spare files, deleted when the last handle goes (a clean exit leaves none; after a
-/// crash, [`Meta::prepare`] removes them with the other temp files).
-#[derive(Debug, Default)]
-struct Spares(Mutex<Vec<PathBuf>>);
+/// Spare files `spare-N.tmp` in the staging directory, by number, deleted when the last
+/// handle goes (a clean exit leaves none; after a crash, [`Meta::prepare`] removes them
+/// with the other temp files).
+#[derive(Debug)]
+struct Spares {
+    dir: PathBuf,
+    free: Mutex<Vec<u64>>,
+    next: AtomicU64,
+}
 
 impl Spares {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<u64>> {
+        self.free.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn path(&self, n: u64) -> PathBuf {
+        self.dir.join(format!("spare-{n}.tmp"))
     }
 }
 
 impl Drop for Spares {
     fn drop(&mut self) {
-        for p in self.lock().drain(..) {
-            let _ = fs::remove_file(p);
+        for n in std::mem::take(&mut *self.lock()) {
+            let _ = fs::remove_file(self.path(n));
         }
     }
 }
@@ -59,7 +68,6 @@ pub struct Meta {
     pub liteship_dir: PathBuf,
     /// Retired staged files (`spare-N.tmp` in `l0_dir`) waiting to be written again.
     spares: Arc<Spares>,
-    spare_seq: Arc<AtomicU64>,
 }
 
 impl Meta {
@@ -73,11 +81,15 @@ impl Meta {
         let ls = meta_path
             .map(Path::to_path_buf)
             .unwrap_or_else(|| dir.join(format!(".{name}-litestream")));
+        let l0_dir = ls.join("ltx").join("0");
         Meta {
-            l0_dir: ls.join("ltx").join("0"),
+            spares: Arc::new(Spares {
+                dir: l0_dir.clone(),
+                free: Mutex::default(),
+                next: AtomicU64::new(0),
+            }),
+            l0_dir,
             liteship_dir: dir.join(format!(".{name}-liteship")),
-            spares: Arc::default(),
-            spare_seq: Arc::default(),
         }
     }
 
@@ -85,8 +97,8 @@ impl Meta {
     /// truncates it). `false` when there is none.
     pub fn take_spare(&self, tmp: &Path) -> bool {
         let mut spares = self.spares.lock();
-        while let Some(spare) = spares.pop() {
-            if fs::rename(&spare, tmp).is_ok() {
+        while let Some(n) = spares.pop() {
+            if fs::rename(self.spares.path(n), tmp).is_ok() {
                 return true;
             }
         }
@@ -106,11 +118,11 @@ impl Meta {
                 continue;
             }
             let n = self
-                .spare_seq
+                .spares
+                .next
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let spare = self.l0_dir.join(format!("spare-{n}.tmp"));
-            match fs::rename(self.l0_path(txid), &spare) {
-                Ok(()) => spares.push(spare),
+            match fs::rename(self.l0_path(txid), self.spares.path(n)) {
+                Ok(()) => spares.push(n),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(e),
             }
