@@ -93,16 +93,15 @@ impl Meta {
         }
     }
 
-    /// Moves a spare file to `tmp` so that writing `tmp` reuses its inode (the writer
-    /// truncates it). `false` when there is none.
-    pub fn take_spare(&self, tmp: &Path) -> bool {
+    /// Moves a spare file to `tmp`, if there is one, so that writing `tmp` reuses its inode
+    /// (the writer truncates it).
+    pub fn take_spare(&self, tmp: &Path) {
         let mut spares = self.spares.lock();
         while let Some(n) = spares.pop() {
             if fs::rename(self.spares.path(n), tmp).is_ok() {
-                return true;
+                return;
             }
         }
-        false
     }
 
     /// Removes staged files that no reader can have open any more (uploaded, and compacted
@@ -142,13 +141,7 @@ impl Meta {
     /// Creates the directories and removes leftover temp files.
     pub fn prepare(&self) -> std::io::Result<()> {
         fs::create_dir_all(&self.l0_dir)?;
-        for e in fs::read_dir(&self.l0_dir)? {
-            let p = e?.path();
-            if p.extension().is_some_and(|x| x == "tmp") {
-                fs::remove_file(&p)?;
-            }
-        }
-        Ok(())
+        fsutil::remove_tmp_files(&self.l0_dir).map_err(|e| e.source)
     }
 
     /// Staged level-0 TXIDs, ascending.

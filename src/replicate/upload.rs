@@ -312,13 +312,15 @@ impl DbReplicator {
                     .partition(|(t, _)| *t <= limit && *t != newest);
                 db.meta().retire(&done)?;
                 let bytes = kept.iter().map(|(_, size)| size).sum::<u64>();
-                Ok::<_, std::io::Error>((kept.into_iter().map(|(t, _)| t).collect(), bytes))
+                Ok::<_, std::io::Error>((
+                    kept.into_iter().map(|(t, _)| t).collect::<Vec<u64>>(),
+                    bytes,
+                ))
             })
             .await?
             .map_err(|e| {
                 crate::fsutil::FsError::new("remove staged files in", &self.meta.l0_dir, e)
             })?;
-        let kept: Vec<u64> = kept;
         let blocked = kept.last().copied().filter(|t| *t <= limit);
         *self.cleaned.lock().unwrap_or_else(|e| e.into_inner()) = Some((limit, blocked));
         self.metrics
