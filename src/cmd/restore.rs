@@ -51,6 +51,10 @@ async fn run_inner(args: RestoreArgs) -> anyhow::Result<ExitCode> {
         let interval = crate::config::parse_go_duration(&args.follow_interval)
             .map_err(anyhow::Error::msg)
             .context("-follow-interval")?;
+        anyhow::ensure!(
+            !interval.is_zero(),
+            "-follow-interval must be more than 0 (for example 1s)"
+        );
         tracing::info!(replica = %location, output = %opts.output.display(), "following");
         crate::restore::follow::follow(client, &opts, interval, stop_signal()).await?;
         tracing::info!(output = %opts.output.display(), "stopped following");

@@ -87,10 +87,15 @@ pub async fn follow(
         _ => rebuild(client.clone(), opts).await?,
     };
     tokio::pin!(stop);
+    // Polls start every `interval` (not `interval` after the previous one ended, so an apply
+    // does not add to the lag), and the first at once: a resumed standby catches up without
+    // waiting. A poll longer than the interval delays the next instead of bunching them.
+    let mut ticks = tokio::time::interval(interval);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut failures = 0u32;
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
+            _ = ticks.tick() => {}
             _ = &mut stop => return Ok(()),
         }
         match step(client.clone(), opts, cur).await {

@@ -38,7 +38,7 @@ impl Follower {
         Follower { child, log }
     }
 
-    fn stop(mut self) -> String {
+    fn stop(&mut self) -> String {
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         let st = crate::support::replicator::wait_timeout(&mut self.child, Duration::from_secs(20))
             .expect("follower did not stop");
@@ -76,36 +76,7 @@ async fn follow_mode_keeps_a_consistent_standby() {
     let primary = Replicator::start_ready(dir.path(), &["-config", s(&cfg)], None);
     let mut follower = Follower::start(dir.path(), &standby, &tb);
     let writer = load(&db, &["--rate", "100", "--duration", "14", "--writer", "1"]);
-    let (t0, mut worst, mut pending) =
-        (Instant::now(), Duration::ZERO, Vec::<(u64, Instant)>::new());
-    let mut restarted = false;
-    while t0.elapsed() < Duration::from_secs(14) {
-        std::thread::sleep(Duration::from_millis(100));
-        if let Some(r) = primary.metric("liteship_remote_txid") {
-            pending.push((r as u64, Instant::now()));
-        }
-        let have = standby_txid(&standby);
-        pending.retain(|(r, at)| {
-            if have >= *r {
-                worst = worst.max(at.elapsed());
-                false
-            } else {
-                true
-            }
-        });
-        if standby.exists() && t0.elapsed().as_millis() % 1000 < 100 {
-            assert_eq!(
-                integrity_check(&standby),
-                "ok",
-                "a reader saw an inconsistent standby"
-            );
-        }
-        if !restarted && t0.elapsed() > Duration::from_secs(7) {
-            follower.stop();
-            follower = Follower::start(dir.path(), &standby, &tb);
-            restarted = true;
-        }
-    }
+    let lag = follow_under_load(&db, &standby, &tb, &primary, &mut follower);
     finish_load(writer);
     let deadline = Instant::now() + Duration::from_secs(20);
     while content_hash_or_zero(&standby) != content_hash(&db) {
@@ -114,10 +85,22 @@ async fn follow_mode_keeps_a_consistent_standby() {
     }
     let log = follower.stop();
     assert!(log.contains("resuming the standby"), "{log}");
-    eprintln!("follow: worst delay from upload to standby {worst:?}");
+    eprintln!(
+        "follow: worst delay from upload to standby {:?} while running, {:?} from a restart to caught up",
+        lag.steady, lag.resume
+    );
+    // Polls start every second; one poll (a listing, a GET, an apply) takes well under a
+    // second here. The slack is for a loaded CI machine.
     assert!(
-        worst <= Duration::from_millis(3500),
-        "standby lagged {worst:?} behind the uploads"
+        lag.steady <= Duration::from_millis(3000),
+        "standby lagged {:?} behind the uploads",
+        lag.steady
+    );
+    // A resumed follower polls at once.
+    assert!(
+        lag.resume <= Duration::from_millis(3000),
+        "a restarted standby took {:?} to catch up",
+        lag.resume
     );
 
     // A retention gap: the files after the standby's position are gone; a newer snapshot
@@ -146,7 +129,7 @@ async fn follow_mode_keeps_a_consistent_standby() {
             .collect();
         tb.replica.delete(level, &doomed).await.unwrap();
     }
-    let follower = Follower::start(dir.path(), &standby, &tb);
+    let mut follower = Follower::start(dir.path(), &standby, &tb);
     let deadline = Instant::now() + Duration::from_secs(20);
     // The rebuild is done when the follower says so: this loop's own reads of the
     // standby can make one attempt meet "database is locked" (it is retried).
@@ -201,4 +184,72 @@ fn content_hash_or_zero(p: &Path) -> u64 {
         return 0;
     }
     std::panic::catch_unwind(|| content_hash(p)).unwrap_or(0)
+}
+
+/// The worst delay from an upload (the primary's `liteship_remote_txid`) to the standby
+/// holding it, while the follower runs, and from a restart of the follower (at 7 s) to the
+/// standby holding everything uploaded before it.
+struct Lag {
+    steady: Duration,
+    resume: Duration,
+}
+
+fn follow_under_load(
+    db: &Path,
+    standby: &Path,
+    tb: &TestBucket,
+    primary: &Replicator,
+    follower: &mut Follower,
+) -> Lag {
+    let dir = db.parent().unwrap();
+    let t0 = Instant::now();
+    let mut lag = Lag {
+        steady: Duration::ZERO,
+        resume: Duration::ZERO,
+    };
+    // (txid uploaded, seen at, seen before the restarted follower caught up)
+    let mut pending = Vec::<(u64, Instant, bool)>::new();
+    let mut restart: Option<(Instant, u64)> = None; // (restarted at, uploaded by then)
+    while t0.elapsed() < Duration::from_secs(14) {
+        std::thread::sleep(Duration::from_millis(100));
+        let resuming = restart.is_some_and(|(_, r)| standby_txid(standby) < r);
+        if let Some(r) = primary.metric("liteship_remote_txid") {
+            pending.push((r as u64, Instant::now(), resuming));
+        }
+        let have = standby_txid(standby);
+        pending.retain(|&(r, at, during_restart)| {
+            if have < r {
+                return true;
+            }
+            if !during_restart {
+                lag.steady = lag.steady.max(at.elapsed());
+            }
+            false
+        });
+        if let Some((at, r)) = restart
+            && have >= r
+            && lag.resume.is_zero()
+        {
+            lag.resume = at.elapsed();
+        }
+        if standby.exists() && t0.elapsed().as_millis() % 1000 < 100 {
+            assert_eq!(
+                integrity_check(standby),
+                "ok",
+                "a reader saw an inconsistent standby"
+            );
+        }
+        if restart.is_none() && t0.elapsed() > Duration::from_secs(7) {
+            follower.stop();
+            *follower = Follower::start(dir, standby, tb);
+            let uploaded = primary.metric("liteship_remote_txid").unwrap_or(0.0) as u64;
+            pending.iter_mut().for_each(|p| p.2 = true);
+            restart = Some((Instant::now(), uploaded));
+        }
+    }
+    assert!(
+        restart.is_some() && !lag.resume.is_zero(),
+        "the restarted follower never caught up"
+    );
+    lag
 }
