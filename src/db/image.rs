@@ -31,8 +31,22 @@ fn index_spill(tmp: &Path) -> Result<File, SyncError> {
 }
 
 impl Db {
-    /// Encodes an LTX file with `header` to `path` (temp + fsync + rename + dir fsync).
-    /// `wal_pages` maps page numbers to WAL frame offsets.
+    /// Writes the staged file for `header`'s TXID (see [`Db::write_ltx`]) into a spare
+    /// file when there is one (its inode reused, see [`crate::db::Meta::take_spare`]).
+    pub(crate) fn write_staged(
+        &mut self,
+        header: Header,
+        wal_pages: &BTreeMap<u32, u64>,
+        growth_from: Option<u32>,
+    ) -> Result<u64, SyncError> {
+        let path = self.meta.l0_path(header.max_txid);
+        self.meta.take_spare(&crate::fsutil::tmp_path(&path));
+        self.write_ltx(&path, header, wal_pages, growth_from)
+    }
+
+    /// Encodes an LTX file with `header` to `path` (temp + fsync + rename + dir fsync;
+    /// the temp file is truncated if it exists). `wal_pages` maps page numbers to WAL frame
+    /// offsets.
     pub(crate) fn write_ltx(
         &mut self,
         path: &Path,
@@ -41,9 +55,6 @@ impl Db {
         growth_from: Option<u32>,
     ) -> Result<u64, SyncError> {
         let tmp = crate::fsutil::tmp_path(path);
-        if path.parent() == Some(self.meta.l0_dir.as_path()) {
-            self.meta.take_spare(&tmp);
-        }
         let res = self.encode_to(&tmp, header, wal_pages, growth_from);
         if res.is_err() {
             let _ = std::fs::remove_file(&tmp);

@@ -234,8 +234,7 @@ impl Db {
         header.wal_offset = from as i64;
         header.wal_size = (batch.end_offset - from) as i64;
         (header.wal_salt1, header.wal_salt2) = salts;
-        let path = self.meta.l0_path(txid);
-        let size = self.write_ltx(&path, header, &batch.pages, Some(pos.commit))?;
+        let size = self.write_staged(header, &batch.pages, Some(pos.commit))?;
         self.pos = Some(Position {
             txid,
             wal_end: batch.end_offset,
@@ -252,7 +251,7 @@ impl Db {
         }
         Ok(Some(Staged {
             txid,
-            path,
+            path: self.meta.l0_path(txid),
             size,
             timestamp_ms: ts,
             commit: batch.commit,
@@ -311,8 +310,7 @@ impl Db {
         header.wal_offset = WAL_HEADER_SIZE as i64;
         header.wal_size = (end - WAL_HEADER_SIZE as u64) as i64;
         (header.wal_salt1, header.wal_salt2) = salts;
-        let path = self.meta.l0_path(txid);
-        let size = self.write_ltx(&path, header, &pages, None)?;
+        let size = self.write_staged(header, &pages, None)?;
         self.pos = Some(Position {
             txid,
             wal_end: end,
@@ -329,7 +327,7 @@ impl Db {
         tracing::info!(db = %self.path.display(), txid = format!("{txid:016x}"), reason, size, "wrote full level-0 image");
         Ok(Some(Staged {
             txid,
-            path,
+            path: self.meta.l0_path(txid),
             size,
             timestamp_ms: ts,
             commit,

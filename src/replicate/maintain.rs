@@ -19,20 +19,6 @@ pub struct Schedule {
     snapshot: Option<u64>,
     l0_checked: Option<Instant>,
     verify: VerifySchedule,
-    /// Level 0's and level 1's newest TXIDs when staged files were last cleaned up.
-    cleaned_at: Option<(u64, u64)>,
-}
-
-/// What decides whether staged files need cleaning up: level 0's and level 1's newest TXIDs.
-fn clean_marks(remote: &RemoteIndex) -> (u64, u64) {
-    (remote.level_max(0), remote.level_max(1))
-}
-
-impl Schedule {
-    /// An upload round just cleaned up the staged files for these level marks.
-    pub(crate) fn cleaned(&mut self, remote: &RemoteIndex) {
-        self.cleaned_at = Some(clean_marks(remote));
-    }
 }
 
 impl DbReplicator {
@@ -82,12 +68,12 @@ impl DbReplicator {
                 failures.push(("level-0 retention".into(), e));
             }
         }
-        let marks = clean_marks(remote);
-        if sched.cleaned_at != Some(marks) {
-            match self.remove_uploaded(remote).await {
-                Ok(_) => sched.cleaned_at = Some(marks),
-                Err(e) => failures.push(("removing uploaded staged files".into(), e)),
-            }
+        // A compaction makes staged files removable (an upload round removes what its
+        // uploads made removable itself).
+        if self.cleaned_to() != Some(self.removable_to(remote))
+            && let Err(e) = self.remove_uploaded(remote).await
+        {
+            failures.push(("removing uploaded staged files".into(), e));
         }
         self.report_maintenance(failures);
         self.note_chain_start(remote);

@@ -111,8 +111,6 @@ impl DbReplicator {
     ) -> bool {
         st.backoff = None;
         st.retry_at = None;
-        // `upload_pending` ended by removing what the replica holds: no second pass now.
-        st.maint.cleaned(remote);
         self.health.clear(Component::Upload); // logs "upload recovered"
         let pos = remote.position();
         if pos != st.marker.1
@@ -277,6 +275,25 @@ impl DbReplicator {
         Ok(())
     }
 
+    /// Staged files up to this TXID are removable: in the replica and, where compaction
+    /// levels exist, compacted into level 1 (level 0's files are read again for that).
+    pub(crate) fn removable_to(&self, remote: &RemoteIndex) -> u64 {
+        let uploaded = remote.level_max(0);
+        if self.g.levels.is_empty() {
+            uploaded
+        } else {
+            uploaded.min(remote.level_max(1))
+        }
+    }
+
+    /// The TXID up to which the last clean-up removed staged files.
+    pub(crate) fn cleaned_to(&self) -> Option<u64> {
+        self.cleaned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map(|(to, _)| to)
+    }
+
     /// Removes staged files that are in the replica and, where compaction levels exist,
     /// already compacted into level 1. The newest staged file always stays. Returns the
     /// TXIDs still staged (one listing serves the caller too). When nothing became
@@ -287,12 +304,7 @@ impl DbReplicator {
         &self,
         remote: &RemoteIndex,
     ) -> Result<Vec<u64>, ReplicateError> {
-        let uploaded = remote.level_max(0);
-        let limit = if self.g.levels.is_empty() {
-            uploaded
-        } else {
-            uploaded.min(remote.level_max(1))
-        };
+        let limit = self.removable_to(remote);
         let last = *self.cleaned.lock().unwrap_or_else(|e| e.into_inner());
         if let Some((done_to, kept_newest)) = last
             && done_to == limit
