@@ -107,34 +107,11 @@ impl DbReplicator {
         src: u8,
         dst: u8,
     ) -> Result<(), ReplicateError> {
-        let floor = remote.level_max(dst);
-        let mut inputs: Vec<LtxFileInfo> = remote
-            .level(src)
-            .iter()
-            .filter(|f| f.min_txid > floor)
-            .cloned()
-            .collect();
-        if floor == 0 {
-            // The first file of a level starts after the newest snapshot when it can: the
-            // base image is in level 9 already and is not uploaded (or downloaded) again.
-            let snap = remote.level_max(SNAPSHOT_LEVEL);
-            let after: Vec<LtxFileInfo> = inputs
-                .iter()
-                .filter(|f| f.min_txid > snap)
-                .cloned()
-                .collect();
-            if snap > 0 && after.first().is_none_or(|f| f.min_txid == snap + 1) {
-                inputs = after;
-            }
-        }
+        let inputs = remote
+            .compaction_inputs(src, dst)
+            .map_err(ReplicateError::Replica)?;
         if inputs.is_empty() {
             return Ok(());
-        }
-        if floor > 0 && inputs[0].min_txid != floor + 1 {
-            return Err(ReplicateError::Replica(format!(
-                "cannot compact level {src} into {dst}: level {dst} ends at {floor:016x} but level {src} continues at {:016x}",
-                inputs[0].min_txid
-            )));
         }
         let work = self.work_dir().await?;
         let mut paths = Vec::new();

@@ -3,7 +3,7 @@
 //! nothing is listed again except by the periodic replica check while writes happen
 //! ([`super::maintain`]) and at shutdown.
 
-use crate::replica::{LtxFileInfo, MAX_LEVEL, ReplicaClient, StorageError};
+use crate::replica::{LtxFileInfo, MAX_LEVEL, ReplicaClient, SNAPSHOT_LEVEL, StorageError};
 use crate::restore::plan::{PlanError, Target, plan};
 
 #[derive(Debug, Clone, Default)]
@@ -57,6 +57,45 @@ impl RemoteIndex {
             .map(|l| self.level_max(l))
             .max()
             .unwrap_or(0)
+    }
+
+    /// The files of level `src` that the next compaction folds into one `dst` file: those
+    /// after `dst`'s newest TXID. A level continues after the newest snapshot instead when
+    /// it has no file yet (the base image is in level 9 already and is not uploaded or
+    /// downloaded again) or when its own next files are gone (a lifecycle rule removed
+    /// level 0 under it; the snapshot covers the hole, as the restore plan reads it). An
+    /// `Err` names a hole nothing covers.
+    pub fn compaction_inputs(&self, src: u8, dst: u8) -> Result<Vec<LtxFileInfo>, String> {
+        let floor = self.level_max(dst);
+        let inputs: Vec<LtxFileInfo> = self
+            .level(src)
+            .iter()
+            .filter(|f| f.min_txid > floor)
+            .cloned()
+            .collect();
+        let continues =
+            |files: &[LtxFileInfo], at: u64| files.first().is_none_or(|f| f.min_txid == at + 1);
+        if floor > 0 && continues(&inputs, floor) {
+            return Ok(inputs);
+        }
+        let snap = self.level_max(SNAPSHOT_LEVEL);
+        if snap > floor {
+            let after: Vec<LtxFileInfo> = inputs
+                .iter()
+                .filter(|f| f.min_txid > snap)
+                .cloned()
+                .collect();
+            if continues(&after, snap) {
+                return Ok(after);
+            }
+        }
+        match inputs.first() {
+            Some(first) if floor > 0 => Err(format!(
+                "cannot compact level {src} into {dst}: level {dst} ends at {floor:016x} but level {src} continues at {:016x}",
+                first.min_txid
+            )),
+            _ => Ok(inputs),
+        }
     }
 
     pub fn add(&mut self, f: LtxFileInfo) {
@@ -132,5 +171,49 @@ mod tests {
         assert_eq!(r.restorable_txid(), Ok(Some(5)));
         r.add(f(0, 7, 7));
         assert!(r.restorable_txid().is_err(), "gap at 6");
+    }
+
+    fn spans(files: Result<Vec<LtxFileInfo>, String>) -> Vec<(u64, u64)> {
+        files
+            .unwrap()
+            .iter()
+            .map(|f| (f.min_txid, f.max_txid))
+            .collect()
+    }
+
+    #[test]
+    fn compaction_continues_the_level_or_the_snapshot_never_across_a_hole() {
+        let mut r = RemoteIndex::default();
+        for t in 1..=5 {
+            r.add(f(0, t, t));
+        }
+        assert_eq!(
+            spans(r.compaction_inputs(0, 1)).len(),
+            5,
+            "a first level-1 file"
+        );
+        r.add(f(1, 1, 5));
+        r.add(f(0, 6, 6));
+        assert_eq!(spans(r.compaction_inputs(0, 1)), [(6, 6)]);
+        // The base image is in a snapshot: a new level starts after it.
+        r.add(f(9, 1, 6));
+        r.add(f(0, 7, 7));
+        assert_eq!(spans(r.compaction_inputs(0, 2)), [(7, 7)]);
+        // Level 1 continues its own chain even when a snapshot is newer.
+        assert_eq!(spans(r.compaction_inputs(0, 1)), [(6, 6), (7, 7)]);
+        // A lifecycle rule removed level 0 from 6 on; a snapshot at 21 covers the hole,
+        // and the new writer continues at 22: level 1 continues after the snapshot.
+        r.remove(0, &[(1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 6), (7, 7)]);
+        r.add(f(9, 1, 21));
+        r.add(f(0, 22, 22));
+        assert_eq!(spans(r.compaction_inputs(0, 1)), [(22, 22)]);
+        // A hole no snapshot covers is an error that names both ends.
+        r.add(f(1, 22, 22));
+        r.add(f(0, 24, 24));
+        let e = r.compaction_inputs(0, 1).unwrap_err();
+        assert!(
+            e.contains("0000000000000016") && e.contains("0000000000000018"),
+            "{e}"
+        );
     }
 }

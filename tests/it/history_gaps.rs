@@ -19,10 +19,13 @@ fn ltx_files(dir: &Path) -> Vec<std::path::PathBuf> {
     v
 }
 
-/// Every level-0 file is gone from the replica (a lifecycle rule), a snapshot covers them.
-/// A new allocation restores and replicates (the Nomad flow): its full image continues
-/// the snapshot's position without an error, and both restorers agree with the database.
-/// It used to take level 0 for the replica's position, see a hole and write a second image.
+/// Every level-0 file is gone from the replica (a lifecycle rule), a snapshot covers them,
+/// and level 1 ends before the snapshot. A new allocation restores and replicates (the
+/// Nomad flow): its full image continues the snapshot's position without an error, its
+/// compactions continue level 1 after the snapshot, and both restorers agree with the
+/// database. It used to take level 0 for the replica's position, see a hole and write a
+/// second image; and its level-1 compaction failed on every tick ("level 1 ends at 5 but
+/// level 0 continues at 16", seen in CI when a 30 s window fell inside the run).
 #[test]
 fn level0_removed_by_a_lifecycle_rule_is_continued() {
     let dir = tempfile::tempdir().unwrap();
@@ -30,35 +33,54 @@ fn level0_removed_by_a_lifecycle_rule_is_continued() {
     let root = dir.path().join("replica");
     let url = format!("file://{}", root.display());
     finish_load(load(&db, &["--rate", "50", "--duration", "0.3"]));
-    let cfg = write_config_with(
-        dir.path(),
-        &db,
-        Target::File(&root),
-        "snapshot:\n  interval: 1s\n",
-    );
+    // Level 1 gets a file a second; the only snapshot is the base image.
+    let levels_only = "snapshot:\n  interval: 1h\nlevels:\n  - interval: 1s\n";
+    let cfg = write_config_with(dir.path(), &db, Target::File(&root), levels_only);
     let rep = Replicator::start_ready(dir.path(), &["-config", s(&cfg)], None);
     finish_load(load(
         &db,
-        &["--rate", "50", "--duration", "2", "--writer", "1"],
+        &["--rate", "50", "--duration", "3", "--writer", "1"],
     ));
-    std::thread::sleep(Duration::from_secs(3)); // a snapshot covers every write
-    let (st, _) = rep.stop_within(Duration::from_secs(30));
-    assert!(st.success());
-    let l0 = ltx_files(&root.join("ltx/0"));
-    assert!(!l0.is_empty());
+    std::thread::sleep(Duration::from_secs(2)); // level 1 covers every write
+    assert!(rep.stop_within(Duration::from_secs(30)).0.success());
+    // Then a snapshot covers every write.
+    let snapshot_only = "snapshot:\n  interval: 1s\nlevels:\n  - interval: 1h\n";
+    let cfg = write_config_with(dir.path(), &db, Target::File(&root), snapshot_only);
+    let rep = Replicator::start_ready(dir.path(), &["-config", s(&cfg)], None);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(rep.stop_within(Duration::from_secs(30)).0.success());
+    let (l0, l1, l9) = (
+        ltx_files(&root.join("ltx/0")),
+        ltx_files(&root.join("ltx/1")),
+        ltx_files(&root.join("ltx/9")),
+    );
+    let end = |p: &std::path::PathBuf| p.file_name().unwrap().to_string_lossy()[17..33].to_string();
+    assert!(!l0.is_empty() && l1.len() >= 2, "{l0:?} {l1:?}");
+    assert_eq!(
+        end(l9.last().unwrap()),
+        end(l0.last().unwrap()),
+        "{l9:?} {l0:?}"
+    );
+    // A lifecycle rule removes level 0, and level 1's newest file: level 1 ends before
+    // the snapshot.
     for f in &l0 {
         std::fs::remove_file(f).unwrap();
     }
+    std::fs::remove_file(l1.last().unwrap()).unwrap();
+
     let alloc = dir.path().join("alloc2");
     std::fs::create_dir(&alloc).unwrap();
     let db2 = alloc.join("app.db");
     let r = restore(&["-o", s(&db2), &url], None);
     assert!(r.status.success(), "{}", text(&r));
-    let rep = Replicator::start_ready(&alloc, &[s(&db2), &url], None);
+    let fast = "levels:\n  - interval: 1s\n";
+    let cfg2 = write_config_with(&alloc, &db2, Target::File(&root), fast);
+    let rep = Replicator::start_ready(&alloc, &["-config", s(&cfg2)], None);
     finish_load(load(
         &db2,
-        &["--rate", "50", "--duration", "2", "--writer", "2"],
+        &["--rate", "50", "--duration", "3", "--writer", "2"],
     ));
+    std::thread::sleep(Duration::from_secs(2)); // level-1 windows pass
     let log_path = rep.log.clone();
     let (st, _) = rep.stop_within(Duration::from_secs(30));
     let log = std::fs::read_to_string(log_path).unwrap();
@@ -66,7 +88,8 @@ fn level0_removed_by_a_lifecycle_rule_is_continued() {
     assert!(
         !log.contains("ERROR")
             && !log.contains("full level-0 image")
-            && log.contains("continuing from the WAL without a full image"),
+            && log.contains("continuing from the WAL without a full image")
+            && log.contains("compaction complete"),
         "the new allocation did not simply continue the replica: {log}"
     );
     assert_restores_equal(dir.path(), &url, None, &db2);
