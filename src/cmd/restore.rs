@@ -52,8 +52,8 @@ async fn run_inner(args: RestoreArgs) -> anyhow::Result<ExitCode> {
             .map_err(anyhow::Error::msg)
             .context("-follow-interval")?;
         anyhow::ensure!(
-            !interval.is_zero(),
-            "-follow-interval must be more than 0 (for example 1s)"
+            interval >= std::time::Duration::from_millis(100),
+            "-follow-interval must be at least 100ms (every poll lists the replica; the default is 1s)"
         );
         tracing::info!(replica = %location, output = %opts.output.display(), "following");
         crate::restore::follow::follow(client, &opts, interval, stop_signal()).await?;

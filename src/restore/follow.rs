@@ -21,7 +21,7 @@ use rusqlite::Connection;
 use super::plan::continue_from;
 use super::{Outcome, RestoreError, RestoreOptions, Target, list_levels, restore};
 use crate::ltx::{Decoder, lock_page};
-use crate::replica::{LtxFileInfo, ReplicaClient, read_all};
+use crate::replica::{LtxFileInfo, ReplicaClient, SNAPSHOT_LEVEL, read_all};
 
 /// Default `-follow-interval` (Litestream's).
 pub const DEFAULT_FOLLOW_INTERVAL: Duration = Duration::from_secs(1);
@@ -142,6 +142,16 @@ async fn step(
             Ok(to.max(cur))
         }
         Err((have, next)) => {
+            let snapshot = levels[SNAPSHOT_LEVEL as usize]
+                .last()
+                .map_or(0, |f| f.max_txid);
+            if snapshot + 1 < next {
+                // A rebuild would restore no further: say so (once a minute while it
+                // lasts) and leave the standby as it is.
+                return Err(RestoreError::Inconsistent(format!(
+                    "the standby cannot follow: the replica has no file after {have:016x} (the next starts at {next:016x}) and no snapshot covers the gap (newest at {snapshot:016x}); waiting for a newer snapshot"
+                )));
+            }
             tracing::warn!(output = %opts.output.display(), have = format!("{have:016x}"), next = format!("{next:016x}"), "the standby cannot follow: the files after its position are gone from the replica (retention); rebuilding it from the newest snapshot");
             rebuild(client, opts).await
         }

@@ -250,8 +250,10 @@ fn malformed_flags() {
     assert_failed_cleanly(&r, &out, "-integrity-check");
     let r = restore(&[&url], None);
     assert_failed_cleanly(&r, &out, "-o PATH is required");
-    let r = restore(&["-f", "-follow-interval", "0s", "-o", s(&out), &url], None);
-    assert_failed_cleanly(&r, &out, "-follow-interval must be more than 0");
+    for d in ["0s", "1ms"] {
+        let r = restore(&["-f", "-follow-interval", d, "-o", s(&out), &url], None);
+        assert_failed_cleanly(&r, &out, "-follow-interval must be at least 100ms");
+    }
 }
 
 #[test]
