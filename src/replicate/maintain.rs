@@ -107,16 +107,29 @@ impl DbReplicator {
         src: u8,
         dst: u8,
     ) -> Result<(), ReplicateError> {
-        let inputs = remote
-            .compaction_inputs(src, dst)
-            .map_err(ReplicateError::Replica)?;
+        let inputs = remote.compaction_inputs(src, dst).map_err(|e| {
+            // A new snapshot covers the hole: the next tick takes it, then this level
+            // continues after it.
+            remote.needs_snapshot = true;
+            ReplicateError::Replica(e)
+        })?;
         if inputs.is_empty() {
             return Ok(());
         }
         let work = self.work_dir().await?;
         let mut paths = Vec::new();
         for (i, f) in inputs.iter().enumerate() {
-            paths.extend(self.local_copy(f, &work, i).await?);
+            match self.local_copy(f, &work, i).await {
+                Ok(p) => paths.extend(p),
+                Err(e) => {
+                    if matches!(&e, ReplicateError::Storage(s) if s.is_not_found()) {
+                        // An input is gone from the replica: a check lists it soon and
+                        // takes the listing as the index; the hole then gets a snapshot.
+                        remote.verify_soon = true;
+                    }
+                    return Err(e);
+                }
+            }
         }
         let out = work.join("compacted.ltx");
         let (out2, paths2) = (out.clone(), paths.clone());

@@ -62,9 +62,9 @@ impl RemoteIndex {
     /// The files of level `src` that the next compaction folds into one `dst` file: those
     /// after `dst`'s newest TXID. A level continues after the newest snapshot instead when
     /// it has no file yet (the base image is in level 9 already and is not uploaded or
-    /// downloaded again) or when its own next files are gone (a lifecycle rule removed
-    /// level 0 under it; the snapshot covers the hole, as the restore plan reads it). An
-    /// `Err` names a hole nothing covers.
+    /// downloaded again) or when its own next files are gone (a lifecycle rule, a lost
+    /// object): the snapshot covers the hole, as the restore plan reads it (overlaps are
+    /// allowed). An `Err` names a hole that no snapshot covers (a new snapshot heals it).
     pub fn compaction_inputs(&self, src: u8, dst: u8) -> Result<Vec<LtxFileInfo>, String> {
         let floor = self.level_max(dst);
         let inputs: Vec<LtxFileInfo> = self
@@ -73,29 +73,39 @@ impl RemoteIndex {
             .filter(|f| f.min_txid > floor)
             .cloned()
             .collect();
-        let continues =
-            |files: &[LtxFileInfo], at: u64| files.first().is_none_or(|f| f.min_txid == at + 1);
-        if floor > 0 && continues(&inputs, floor) {
+        let Some(first) = inputs.first() else {
+            return Ok(inputs);
+        };
+        if floor > 0 && first.min_txid == floor + 1 {
             return Ok(inputs);
         }
         let snap = self.level_max(SNAPSHOT_LEVEL);
-        if snap > floor {
+        if floor == 0 {
             let after: Vec<LtxFileInfo> = inputs
                 .iter()
                 .filter(|f| f.min_txid > snap)
                 .cloned()
                 .collect();
-            if continues(&after, snap) {
-                return Ok(after);
-            }
+            let starts_at_snapshot = after.first().is_none_or(|f| f.min_txid == snap + 1);
+            return Ok(if snap > 0 && starts_at_snapshot {
+                after
+            } else {
+                inputs
+            });
         }
-        match inputs.first() {
-            Some(first) if floor > 0 => Err(format!(
-                "cannot compact level {src} into {dst}: level {dst} ends at {floor:016x} but level {src} continues at {:016x}",
-                first.min_txid
-            )),
-            _ => Ok(inputs),
+        // A hole after `floor`: covered when the snapshot reaches the first input.
+        let after: Vec<LtxFileInfo> = inputs
+            .iter()
+            .filter(|f| f.max_txid > snap)
+            .cloned()
+            .collect();
+        if snap > floor && after.first().is_none_or(|f| f.min_txid <= snap + 1) {
+            return Ok(after);
         }
+        Err(format!(
+            "cannot compact level {src} into {dst}: level {dst} ends at {floor:016x} but level {src} continues at {:016x} and no snapshot covers the gap; taking a snapshot",
+            first.min_txid
+        ))
     }
 
     pub fn add(&mut self, f: LtxFileInfo) {
@@ -215,5 +225,15 @@ mod tests {
             e.contains("0000000000000016") && e.contains("0000000000000018"),
             "{e}"
         );
+        // A snapshot inside the next input covers the hole: the input overlaps it.
+        r.add(f(0, 25, 26));
+        r.add(f(9, 1, 25));
+        assert_eq!(spans(r.compaction_inputs(0, 1)), [(25, 26)]);
+        r.remove(9, &[(1, 25)]);
+        r.add(f(9, 1, 24));
+        assert_eq!(spans(r.compaction_inputs(0, 1)), [(25, 26)]);
+        r.remove(9, &[(1, 24)]);
+        r.add(f(9, 1, 23));
+        assert_eq!(spans(r.compaction_inputs(0, 1)), [(24, 24), (25, 26)]);
     }
 }

@@ -83,6 +83,12 @@ impl DbReplicator {
                     );
                     self.health
                         .incident(Component::Verify, super::error::Cause::Replica, &msg);
+                    // The listing is the truth: jobs must not plan with files that are gone
+                    // (a compaction would fail on every tick). A hole they leave in a level
+                    // gets a snapshot (`RemoteIndex::compaction_inputs`).
+                    let needs_snapshot = remote.needs_snapshot;
+                    *remote = fresh;
+                    remote.needs_snapshot = needs_snapshot;
                 }
                 remote.verify_soon = false;
                 self.health.set_restorable(Restorable::Yes);

@@ -149,3 +149,66 @@ fn a_staged_file_lost_before_shutdown_is_healed_by_the_final_upload() {
     );
     assert_restores_equal(dir.path(), &url, None, &db);
 }
+
+/// A level-1 file disappears from the replica before level 2 compacts it (a lost object):
+/// the compaction fails once, the check that follows takes the listing as the index, a
+/// snapshot covers the hole, and level 2 continues after it. It used to fail on every
+/// tick until a restart ("35 more failures in the last 30s").
+#[test]
+fn a_lost_level1_file_is_healed_by_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let root = dir.path().join("replica");
+    let url = format!("file://{}", root.display());
+    finish_load(load(&db, &["--rate", "50", "--duration", "0.3"]));
+    let yml = "snapshot:\n  interval: 1h\nlevels:\n  - interval: 1s\n  - interval: 3s\n";
+    let cfg = write_config_with(dir.path(), &db, Target::File(&root), yml);
+    let rep = Replicator::start_ready(dir.path(), &["-config", s(&cfg)], None);
+    let writer = load(&db, &["--rate", "50", "--duration", "14", "--writer", "1"]);
+    std::thread::sleep(Duration::from_secs(3));
+    let max_of =
+        |p: &std::path::PathBuf| p.file_name().unwrap().to_string_lossy()[17..33].to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(8);
+    let lost = loop {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "level 2 never lagged level 1"
+        );
+        let l2 = ltx_files(&root.join("ltx/2"))
+            .last()
+            .map(max_of)
+            .unwrap_or_default();
+        let pending: Vec<_> = ltx_files(&root.join("ltx/1"))
+            .into_iter()
+            .filter(|p| max_of(p) > l2)
+            .collect();
+        if let Some(p) = pending.first() {
+            std::fs::remove_file(p).unwrap();
+            break max_of(p);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    finish_load(writer);
+    std::thread::sleep(Duration::from_secs(5));
+    let log_path = rep.log.clone();
+    let (st, _) = rep.stop_within(Duration::from_secs(30));
+    let log = std::fs::read_to_string(log_path).unwrap();
+    assert!(st.success(), "{log}");
+    assert!(
+        !log.contains("still failing"),
+        "the failure did not heal: {log}"
+    );
+    let after_loss = ltx_files(&root.join("ltx/2"))
+        .iter()
+        .filter(|p| max_of(p) > lost)
+        .count();
+    assert!(
+        after_loss >= 1,
+        "level 2 stopped at the lost file {lost}: {log}"
+    );
+    assert!(
+        ltx_files(&root.join("ltx/9")).len() >= 2,
+        "no healing snapshot: {log}"
+    );
+    assert_restores_equal(dir.path(), &url, None, &db);
+}
