@@ -72,6 +72,7 @@ pub async fn follow(
     let out = opts.output.clone();
     let mut cur = match read_position(&out)? {
         Some(t) if out.exists() => {
+            check_standby_file(&out, &client.location())?;
             tracing::info!(output = %out.display(), txid = format!("{t:016x}"), "resuming the standby");
             t
         }
@@ -115,6 +116,23 @@ pub async fn follow(
                 failures += 1;
             }
         }
+    }
+}
+
+/// A standby this follower wrote carries its lineage marker (device, inode, birth time):
+/// a file put in its place, with a copied `-txid`, would be patched into a corrupt
+/// database. No marker (a standby from before markers, or Litestream's) resumes as before.
+fn check_standby_file(out: &Path, location: &str) -> Result<(), RestoreError> {
+    let meta = crate::db::Meta::new(out, None);
+    match crate::db::Lineage::load(&meta) {
+        Some(l) if !l.matches(out, location) => Err(RestoreError::Output {
+            path: out.display().to_string(),
+            reason: format!(
+                "is not the standby this follower wrote for {location} (the file was replaced, or its -txid file was copied); remove it and {} to rebuild it",
+                txid_path(out).display()
+            ),
+        }),
+        _ => Ok(()),
     }
 }
 

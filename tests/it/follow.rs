@@ -253,3 +253,61 @@ fn follow_under_load(
     );
     lag
 }
+
+/// A file put in the standby's place with the `-txid` file copied next to it is refused at
+/// resume, untouched; the real standby resumes. (Applying the replica's pages onto another
+/// database made it corrupt: adversarial pass F4.)
+#[test]
+fn a_replaced_standby_is_refused_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    let root = dir.path().join("replica");
+    let url = format!("file://{}", root.display());
+    finish_load(load(&db, &["--rate", "50", "--duration", "0.3"]));
+    let rep = Replicator::start_ready(dir.path(), &[s(&db), &url], None);
+    finish_load(load(
+        &db,
+        &["--rate", "50", "--duration", "1", "--writer", "1"],
+    ));
+    let standby = dir.path().join("standby.db");
+    let follow = |out: &Path| {
+        let mut c = liteship()
+            .args(["restore", "-f", "-o", s(out), &url])
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while standby_txid(out) == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the follower never wrote its position"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        assert!(c.wait().unwrap().success());
+    };
+    follow(&standby);
+    assert!(rep.stop().success());
+
+    // Another database takes the standby's place; its -txid is copied over.
+    let other = dir.path().join("other.db");
+    finish_load(load(
+        &other,
+        &["--rate", "50", "--duration", "0.3", "--writer", "9"],
+    ));
+    let before = content_hash(&other);
+    std::fs::rename(&other, &standby).unwrap();
+    let r = crate::support::cli::restore(&["-f", "-o", s(&standby), &url], None);
+    let err = crate::support::cli::text(&r);
+    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("is not the standby this follower wrote") && err.contains(s(&standby)),
+        "{err}"
+    );
+    assert_eq!(
+        content_hash(&standby),
+        before,
+        "the replaced file was written to"
+    );
+}
