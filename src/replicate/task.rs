@@ -260,12 +260,10 @@ impl DbReplicator {
         let mut backoff = LIST_RETRY_FIRST;
         loop {
             // An attempt in flight is not cancelled by a stop: it could have taken the lease
-            // on the server without this process knowing, leaving it held.
+            // on the server without this process knowing, leaving it held. Taken during a
+            // stop, the lease is kept: the start goes on and the final sync replicates what
+            // is committed (an `-exec` application that exits at once).
             let res = self.lease.acquire(self.client.as_ref()).await;
-            if res.is_ok() && !shutdown.is_running() {
-                self.lease.release(self.client.as_ref()).await;
-                return Err(Ok("shutdown before replication started".into()));
-            }
             let wait = match res {
                 Ok(previous) => {
                     *self
@@ -330,15 +328,16 @@ impl DbReplicator {
         }
     }
 
-    /// Lists the replica once, retrying with backoff and reporting every failure. `Err`
-    /// with the last failure when shutdown came first.
+    /// Lists the replica once, retrying with backoff and reporting every failure. An
+    /// attempt runs until the stop's deadline (so a stop right after the lease still
+    /// replicates); `Err` with the last failure when shutdown came before a retry.
     async fn load_remote(&self, shutdown: &mut Shutdown) -> Result<RemoteIndex, String> {
         let mut delay = LIST_RETRY_FIRST;
-        let mut last = String::from("shutdown before the first listing");
+        let mut last = String::from("the stop's deadline passed during the first listing");
         loop {
             let res = tokio::select! {
                 r = RemoteIndex::load(self.client.as_ref()) => r,
-                _ = shutdown.stopping() => return Err(last),
+                _ = shutdown.aborted() => return Err(last),
             };
             match res {
                 Ok(r) => {

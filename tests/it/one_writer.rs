@@ -441,10 +441,10 @@ fn a_migrated_copy_of_the_disk_continues() {
 }
 
 /// `-restore-if-db-not-exists -exec CMD` with an application that exits at once: the stop
-/// comes after the writer lease was taken and before the replica was listed. The lease is
-/// released (a successor must not wait for it to expire). A fresh-clone pass over the
-/// README once saw a successor wait for the lease after such a run; that did not
-/// reproduce here, but the stop path after the lease was taken now releases it explicitly.
+/// comes while the replicator starts. The start goes on (listing, lineage decision), the
+/// final sync finds nothing committed since the restore, the exit is clean (it used to be
+/// exit 1, "nothing of this database was replicated"), and the lease is released (a
+/// successor must not wait for it to expire).
 #[test]
 fn an_application_that_exits_at_once_releases_the_lease() {
     let dir = tempfile::tempdir().unwrap();
@@ -470,4 +470,5 @@ fn an_application_that_exits_at_once_releases_the_lease() {
         serde_json::from_slice(&std::fs::read(root.join("liteship-lease.json")).unwrap()).unwrap();
     assert_eq!(lease["released"], true, "{lease}\n{}", text(&o));
     assert!(fresh.exists(), "the restore ran: {}", text(&o));
+    assert!(o.status.success(), "{}", text(&o));
 }
