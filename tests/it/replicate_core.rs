@@ -367,3 +367,45 @@ fn restore_if_missing_and_exec() {
     );
     assert_eq!(out.status.code(), Some(7), "{}", text(&out));
 }
+
+/// `replicate -restore-if-db-not-exists` restores a snapshot large enough for the parallel
+/// decoder (72 MiB of random rows: 8 ranges) through the replicator's capped blocking pool:
+/// each decoder holds a pool thread while its file-replica reads need another one, so a
+/// pool smaller than twice the restore's parallelism hangs here (checked with 4 threads).
+/// The application (`true`) exits at once: the stop comes while the replicator starts, and
+/// with nothing committed since the restore that is a clean exit (it used to be exit 1,
+/// "nothing of this database was replicated").
+#[test]
+fn restore_before_replicating_runs_the_parallel_decoder() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("big.db");
+    let url = file_url(&dir.path().join("replica"));
+    finish_load(load(
+        &db,
+        &["--rate", "10", "--duration", "0.2", "--grow-mb", "72"],
+    ));
+    let rep = Replicator::start_ready(dir.path(), &[s(&db), &url], None);
+    assert!(rep.stop().success());
+    let fresh = dir.path().join("fresh.db");
+    let mut c = crate::support::cli::liteship();
+    let out = c.args([
+        "replicate",
+        "-restore-if-db-not-exists",
+        "-exec",
+        "true",
+        s(&fresh),
+        &url,
+    ]);
+    let out = crate::support::cli::output_within(out, Duration::from_secs(120));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("restored before replicating"),
+        "{}",
+        text(&out)
+    );
+    assert_restores_equal(dir.path(), &url, None, &fresh);
+    assert_eq!(
+        crate::support::replicator::content_hash(&fresh),
+        crate::support::replicator::content_hash(&db)
+    );
+}
