@@ -169,6 +169,7 @@ pub fn is_credentials_text(s: &str) -> bool {
         || l.contains("credentials provider")
         || l.contains("credential provider")
         || l.contains("failed to load credentials")
+        || l.contains("while loading credentials")
         || l.contains("identity resolver")
         || l.contains("credentialsnotloaded")
         || l.contains("provided credentials")
@@ -244,6 +245,10 @@ mod tests {
         ));
         assert!(is_credentials_text(
             "failed to construct request: no providers in chain provided credentials"
+        ));
+        // The provider chain ending at an instance-metadata endpoint that answers 403.
+        assert!(is_credentials_text(
+            "dispatch failure: other: an error occurred while loading credentials: failed to load IMDS session token: service error: request forbidden: IMDS is disabled or the caller has insufficient permissions."
         ));
         assert!(!is_credentials_text("connection refused"));
     }

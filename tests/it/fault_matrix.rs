@@ -290,10 +290,38 @@ async fn lag_is_true_during_an_outage() {
 
 #[test]
 fn missing_credentials_are_named_once() {
+    no_credentials_named_once(None);
+}
+
+/// The same where the credential chain ends at an instance-metadata endpoint that answers
+/// 403 (a VM without an instance role): it used to be reported as "cannot reach" the S3
+/// endpoint with "check the endpoint address".
+#[test]
+fn missing_credentials_behind_a_forbidding_metadata_endpoint_are_named() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let imds = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for mut conn in listener.incoming().flatten() {
+            let mut buf = [0u8; 4096];
+            let _ = conn.read(&mut buf);
+            let _ = conn.write_all(
+                b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    no_credentials_named_once(Some(&imds));
+}
+
+fn no_credentials_named_once(imds: Option<&str>) {
     let (dir, db, _) = seeded();
     let port = crate::support::free_port();
     let url = format!("s3://b/db?endpoint=http://127.0.0.1:{port}&region=us-east-1");
     let mut c = liteship();
+    if let Some(imds) = imds {
+        c.env_remove("AWS_EC2_METADATA_DISABLED")
+            .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", imds);
+    }
     for k in [
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",
