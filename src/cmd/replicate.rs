@@ -96,9 +96,12 @@ pub async fn run(args: ReplicateArgs) -> anyhow::Result<ExitCode> {
         Some(cmd) => Some(spawn_exec(&cmd)?),
         None => None,
     };
-    let child_code = signals.wait_for_stop(child).await?;
+    let (child_code, aborted) = signals.wait_for_stop(child).await?;
     running.stop(timeout);
     let trigger = running.trigger();
+    if aborted {
+        trigger.abort();
+    }
     let finished = running.finish();
     tokio::pin!(finished);
     let all_ok = tokio::select! {
@@ -145,28 +148,56 @@ impl Signals {
     }
 
     /// Waits for a signal (forwarded to the child, whose exit is then awaited) or the
-    /// child's own exit. Returns the child's exit code, if there is a child.
+    /// child's own exit. Returns the child's exit code, if there is a child, and whether a
+    /// second signal came while the child was stopping (the final upload is then aborted).
     async fn wait_for_stop(
         &mut self,
         mut child: Option<tokio::process::Child>,
-    ) -> anyhow::Result<Option<u8>> {
+    ) -> anyhow::Result<(Option<u8>, bool)> {
         let sig = tokio::select! {
             s = self.next() => s,
             status = async { match child.as_mut() { Some(c) => c.wait().await, None => std::future::pending().await } } => {
                 let s = status?;
                 tracing::info!(status = %s, "the application exited");
-                return Ok(Some(exit_code(s)));
+                return Ok((Some(exit_code(s)), false));
             }
         };
         tracing::info!(signal = sig, "signal received, liteship shutting down");
         let Some(c) = child.as_mut() else {
-            return Ok(None);
+            return Ok((None, false));
         };
-        if let Some(pid) = c.id() {
-            // SAFETY: pid is our live child.
-            unsafe { libc::kill(pid as i32, sig) };
-        }
-        Ok(Some(exit_code(c.wait().await?)))
+        forward(c, sig);
+        let second = tokio::select! {
+            status = c.wait() => return Ok((Some(exit_code(status?)), false)),
+            s = self.next() => s,
+        };
+        // A second signal aborts at once: it is forwarded too, and an application that
+        // still does not exit within the grace period is killed.
+        tracing::warn!(
+            signal = second,
+            "second signal: forwarded to the application; aborting the final upload"
+        );
+        forward(c, second);
+        let status = match tokio::time::timeout(SHUTDOWN_GRACE, c.wait()).await {
+            Ok(status) => status?,
+            Err(_) => {
+                tracing::warn!(
+                    grace_s = SHUTDOWN_GRACE.as_secs(),
+                    "the application did not exit after the second signal; killing it"
+                );
+                c.kill().await?;
+                c.wait().await?
+            }
+        };
+        Ok((Some(exit_code(status)), true))
+    }
+}
+
+/// Sends `sig` to the `-exec` child if it is still running.
+fn forward(c: &tokio::process::Child, sig: i32) {
+    if let Some(pid) = c.id() {
+        // SAFETY: pid is our live child (`id` is None once it was reaped).
+        unsafe { libc::kill(pid as i32, sig) };
     }
 }
 

@@ -164,7 +164,7 @@ impl DbReplicator {
                     return DbOutcome::NothingCommitted;
                 }
                 return DbOutcome::NotDurable(format!(
-                    "the replica could not be reached before shutdown ({why}); nothing of this database was replicated by this run"
+                    "replication did not start before the shutdown deadline ({why}); nothing of this database was replicated by this run"
                 ));
             }
             Started::Fatal(reason) => {
@@ -235,7 +235,9 @@ impl DbReplicator {
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.cfg.monitor_interval) => {}
-                _ = shutdown.stopping() => return false,
+                // An application that creates the database and exits within one interval
+                // must still be replicated: look once more.
+                _ = shutdown.stopping() => return self.cfg.path.exists(),
             }
         }
         true
@@ -253,9 +255,8 @@ impl DbReplicator {
     }
 
     /// Acquires the writer lease, waiting while another replicator holds it (until it is
-    /// released or expires) and retrying failures. `Err` with the reason when shutdown
-    /// came first.
-    /// `Err(Ok(why))`: stopped first; `Err(Err(why))`: it can never be acquired.
+    /// released or expires) and retrying failures, also during a stop until its deadline.
+    /// `Err(Ok(why))`: the deadline passed first; `Err(Err(why))`: it can never be acquired.
     async fn acquire_lease(&self, shutdown: &mut Shutdown) -> Result<(), Result<String, String>> {
         let mut backoff = LIST_RETRY_FIRST;
         loop {
@@ -264,7 +265,7 @@ impl DbReplicator {
             // stop, the lease is kept: the start goes on and the final sync replicates what
             // is committed (an `-exec` application that exits at once).
             let res = self.lease.acquire(self.client.as_ref()).await;
-            let wait = match res {
+            let (wait, transient) = match res {
                 Ok(previous) => {
                     *self
                         .previous_holder
@@ -285,24 +286,30 @@ impl DbReplicator {
                     let e = res.unwrap_err();
                     self.health
                         .report(Component::Lease, Cause::LeaseHeld, &e.to_string());
-                    expires_in.clamp(Duration::from_secs(1), self.lease.ttl())
-                        + Duration::from_millis(100)
+                    let wait = expires_in.clamp(Duration::from_secs(1), self.lease.ttl());
+                    (wait + Duration::from_millis(100), true)
                 }
                 Err(e) => {
                     let err = ReplicateError::from(e);
                     self.health
                         .report(Component::Lease, err.cause(), &err.to_string());
                     backoff = (backoff * 2).min(LIST_RETRY_MAX);
-                    backoff
+                    (backoff, is_transient(err.cause()))
                 }
             };
+            // A stop ends the retries at its deadline (the replica may answer before it),
+            // or at once when the failure cannot go away by itself (no credentials).
+            let why = || {
+                self.health
+                    .problem_message(Component::Lease)
+                    .unwrap_or_else(|| "the writer lease was not acquired".into())
+            };
+            if !transient && !shutdown.is_running() {
+                return Err(Ok(why()));
+            }
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.stopping() => {
-                    let why = self.health.problem_message(Component::Lease)
-                        .unwrap_or_else(|| "the writer lease was not acquired".into());
-                    return Err(Ok(why));
-                }
+                _ = shutdown.aborted() => return Err(Ok(why())),
             }
         }
     }
@@ -328,9 +335,9 @@ impl DbReplicator {
         }
     }
 
-    /// Lists the replica once, retrying with backoff and reporting every failure. An
-    /// attempt runs until the stop's deadline (so a stop right after the lease still
-    /// replicates); `Err` with the last failure when shutdown came before a retry.
+    /// Lists the replica once, retrying with backoff and reporting every failure, until
+    /// the stop's deadline (so a stop during start-up still replicates); `Err` with the
+    /// last failure when the deadline passed first.
     async fn load_remote(&self, shutdown: &mut Shutdown) -> Result<RemoteIndex, String> {
         let mut delay = LIST_RETRY_FIRST;
         let mut last = String::from("the stop's deadline passed during the first listing");
@@ -346,6 +353,9 @@ impl DbReplicator {
                 }
                 Err(e) => {
                     last = e.to_string();
+                    if !crate::retry::is_retryable(&e) && !shutdown.is_running() {
+                        return Err(last);
+                    }
                     let msg = format!("{e} (retrying in {}s)", delay.as_secs());
                     self.health
                         .report(Component::Listing, Cause::of_storage(&e), &msg);
@@ -353,7 +363,7 @@ impl DbReplicator {
             }
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
-                _ = shutdown.stopping() => return Err(last),
+                _ = shutdown.aborted() => return Err(last),
             }
             delay = (delay * 2).min(LIST_RETRY_MAX);
         }
@@ -508,6 +518,14 @@ fn continue_from(
         return Ok(());
     }
     db.reset_position(txid, "restored database")
+}
+
+/// Whether a failure with this cause may go away by itself while a stop waits.
+fn is_transient(cause: Cause) -> bool {
+    matches!(
+        cause,
+        Cause::Unreachable | Cause::Stalled | Cause::Other | Cause::LeaseHeld
+    )
 }
 
 /// The UTC window start of `interval` that contains `t` (Litestream aligns compaction and

@@ -364,3 +364,33 @@ async fn streamed_multipart_parts_are_resent_from_their_range() {
     r.read_to_end(&mut got).await.unwrap();
     assert!(got == big, "the object differs from the file");
 }
+
+/// A stop during start-up while the server refuses every connection: the replicator keeps
+/// trying until the stop's deadline instead of giving up at once (adversarial pass F3: exit
+/// 1 within milliseconds, although the server came back within a second), and replicates
+/// once the server answers.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stop_during_an_outage_at_start_keeps_trying_until_the_deadline() {
+    let st = Setup::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    finish_load(load(&db, &["--rate", "50", "--duration", "0.3"]));
+    st.proxy.cmd("random 1.0 refuse");
+    let log = dir.path().join("replicate.log");
+    let f = std::fs::File::create(&log).unwrap();
+    let mut child = crate::support::cli::liteship_with(Some(&st.via))
+        .args(["replicate", "-exec", "sleep 0.3", s(&db), &st.url_via()])
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    let early = child.try_wait().unwrap();
+    let text = || std::fs::read_to_string(&log).unwrap();
+    assert!(early.is_none(), "gave up before the deadline: {}", text());
+    st.proxy.cmd("clear");
+    let status =
+        crate::support::replicator::wait_timeout(&mut child, Duration::from_secs(40)).unwrap();
+    assert!(status.success(), "{}", text());
+    assert_restores_equal(dir.path(), &st.tb.url(), Some(&st.tb.config), &db);
+}

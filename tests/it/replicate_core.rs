@@ -409,3 +409,72 @@ fn restore_before_replicating_runs_the_parallel_decoder() {
         crate::support::replicator::content_hash(&db)
     );
 }
+
+/// An application that creates the database, commits and exits before the replicator's
+/// next look for the file (it looks once per monitor interval): the stop used to end the
+/// wait for the file with exit 0 and nothing replicated (adversarial pass, F1). The file
+/// is looked for once more at the stop, and the final sync replicates every row.
+#[test]
+fn an_application_that_creates_the_database_and_exits_at_once_is_replicated() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("new.db");
+    let url = file_url(&dir.path().join("replica"));
+    let exec = format!(
+        "{} {} --rate 200 --duration 0.1",
+        env!("CARGO_BIN_EXE_liteship-load"),
+        db.display()
+    );
+    let mut c = crate::support::cli::liteship();
+    let out = c.args(["replicate", "-exec", &exec, s(&db), &url]);
+    let out = crate::support::cli::output_within(out, Duration::from_secs(60));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!load_rows(&db).is_empty(), "the application committed rows");
+    assert_restores_equal(dir.path(), &url, None, &db);
+}
+
+/// A second signal while an `-exec` application ignores the first: it is forwarded, the
+/// final upload is aborted and liteship exits at once (non-zero), killing an application
+/// that still does not exit after the grace period. It used to wait for the application
+/// forever (adversarial pass, F2).
+#[test]
+fn a_second_signal_aborts_while_the_application_ignores_the_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("app.db");
+    finish_load(load(&db, &["--rate", "50", "--duration", "0.2"]));
+    let app = dir.path().join("stubborn.sh");
+    std::fs::write(&app, "trap '' TERM INT\nwhile :; do sleep 0.1; done\n").unwrap();
+    let exec = format!("sh {}", app.display());
+    let url = file_url(&dir.path().join("replica"));
+    let log = dir.path().join("replicate.log");
+    let f = std::fs::File::create(&log).unwrap();
+    let mut child = crate::support::cli::liteship()
+        .args(["replicate", "-exec", &exec, s(&db), &url])
+        .stdout(f.try_clone().unwrap())
+        .stderr(f)
+        .spawn()
+        .unwrap();
+    let text = || std::fs::read_to_string(&log).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "the application is stopped first: {}",
+        text()
+    );
+    let t = std::time::Instant::now();
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let st = crate::support::replicator::wait_timeout(&mut child, Duration::from_secs(30));
+    let Some(st) = st else {
+        let _ = child.kill();
+        panic!("still running 30 s after the second signal: {}", text());
+    };
+    assert!(
+        t.elapsed() < Duration::from_secs(6),
+        "{:?}: {}",
+        t.elapsed(),
+        text()
+    );
+    assert!(!st.success(), "{}", text());
+    assert!(text().contains("second signal"), "{}", text());
+}
