@@ -286,8 +286,9 @@ impl DbReplicator {
                     let e = res.unwrap_err();
                     self.health
                         .report(Component::Lease, Cause::LeaseHeld, &e.to_string());
+                    // A live holder keeps renewing: a stop does not wait for it.
                     let wait = expires_in.clamp(Duration::from_secs(1), self.lease.ttl());
-                    (wait + Duration::from_millis(100), true)
+                    (wait + Duration::from_millis(100), false)
                 }
                 Err(e) => {
                     let err = ReplicateError::from(e);
@@ -298,7 +299,8 @@ impl DbReplicator {
                 }
             };
             // A stop ends the retries at its deadline (the replica may answer before it),
-            // or at once when the failure cannot go away by itself (no credentials).
+            // or at once when the failure cannot go away by itself (no credentials) or
+            // another replicator holds the lease.
             let why = || {
                 self.health
                     .problem_message(Component::Lease)
@@ -522,10 +524,7 @@ fn continue_from(
 
 /// Whether a failure with this cause may go away by itself while a stop waits.
 fn is_transient(cause: Cause) -> bool {
-    matches!(
-        cause,
-        Cause::Unreachable | Cause::Stalled | Cause::Other | Cause::LeaseHeld
-    )
+    matches!(cause, Cause::Unreachable | Cause::Stalled | Cause::Other)
 }
 
 /// The UTC window start of `interval` that contains `t` (Litestream aligns compaction and
