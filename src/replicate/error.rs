@@ -79,6 +79,12 @@ pub enum Cause {
 }
 
 impl Cause {
+    /// Whether a failure with this cause may go away by itself (a stop still waits for it
+    /// until its deadline).
+    pub fn is_transient(self) -> bool {
+        matches!(self, Cause::Unreachable | Cause::Stalled | Cause::Other)
+    }
+
     /// Label value and short name.
     pub fn name(self) -> &'static str {
         match self {

@@ -295,7 +295,7 @@ impl DbReplicator {
                     self.health
                         .report(Component::Lease, err.cause(), &err.to_string());
                     backoff = (backoff * 2).min(LIST_RETRY_MAX);
-                    (backoff, is_transient(err.cause()))
+                    (backoff, err.cause().is_transient())
                 }
             };
             // A stop ends the retries at its deadline (the replica may answer before it),
@@ -520,11 +520,6 @@ fn continue_from(
         return Ok(());
     }
     db.reset_position(txid, "restored database")
-}
-
-/// Whether a failure with this cause may go away by itself while a stop waits.
-fn is_transient(cause: Cause) -> bool {
-    matches!(cause, Cause::Unreachable | Cause::Stalled | Cause::Other)
 }
 
 /// The UTC window start of `interval` that contains `t` (Litestream aligns compaction and
